@@ -10,9 +10,12 @@ from keras import constraints, initializers, regularizers
 # general path so the result never depends on the device.
 _FUSED_MIN_EPSILON = 1.001e-5
 _FUSED_DTYPES = (tf.float16, tf.bfloat16, tf.float32)
-# The fused CPU kernel is slow with few channels (2.5x Keras' time on 128x28x28x6)
-# and on 2-D inputs, where its fixed cost dominates; measured in benchmarks/bench_layer.py.
+# The fused CPU kernel is slow with few channels (2.5x Keras' time on 128x28x28x6),
+# on 2-D inputs and on small tensors, where its fixed cost dominates (1.6x Keras' on
+# 10x10x10x16, 0.57x on 64x10x10x16); the row path wins there. Measured with
+# benchmarks/bench_layer.py and the crossover sweep in its --crossover mode.
 _FUSED_MIN_CHANNELS = 16
+_FUSED_MIN_ELEMENTS = 100_000
 _RENORM_CLIPPING_KEYS = ("rmax", "rmin", "dmax")
 
 
@@ -49,15 +52,16 @@ class BatchNormalization(keras.layers.Layer):
     model switches implementation without retraining.
 
     **Speed.** Channels-last inputs without a mask, cross-replica
-    synchronization, renorm or ghost batches take a fast path. With 16 or more
-    channels (and rank >= 3) that is TensorFlow's fused kernel
-    (`FusedBatchNormV3`, one op forward and one backward instead of a dozen) on
-    the input viewed as (N*H*W, 1, 1, C). The kernel returns the
-    Bessel-corrected variance `m/(m-1) * sigma^2`; the layer undoes the
-    correction so `moving_variance` matches Keras. With fewer channels, and for
-    2-D inputs, the input is viewed as rows (N, H*W*C) whose sums vectorize,
-    with a hand-written gradient. Every other input takes the general path,
-    which spells out the four formulas above.
+    synchronization, renorm or ghost batches take a fast path. With 16 or
+    more channels, rank >= 3 and at least 100,000 elements, that is
+    TensorFlow's fused kernel (`FusedBatchNormV3`: one op forward and one
+    backward instead of a dozen) on the input viewed as (N, H*W, 1, C). The
+    kernel returns the Bessel-corrected variance `m/(m-1) * sigma^2`; the layer
+    undoes the correction so `moving_variance` matches Keras. Otherwise (few
+    channels, small tensors, 2-D inputs) the input is viewed as
+    rows (N, H*W*C), whose sums over N and per-channel scales vectorize, with
+    a hand-written gradient. Every other input takes the general path, which
+    spells out the four formulas above.
 
     Args:
         axis: Integer, the feature axis (`-1` for channels-last, `1` after a
@@ -250,36 +254,45 @@ class BatchNormalization(keras.layers.Layer):
         fast = self._channels_last_plain and mask is None and not (
             training and self._needs_cross_replica_sync()
         )
-        fused = (len(inputs.shape) >= 3 and inputs.shape[-1] >= _FUSED_MIN_CHANNELS
-                 and inputs.dtype in _FUSED_DTYPES)
-        if fast and fused:
-            outputs = self._fused(inputs, training)
-        elif fast and training:
-            outputs = self._batch_normalize_rows(tf.cast(inputs, tf.float32))
-        elif fast:
-            outputs = self._normalize_rows(tf.cast(inputs, tf.float32))
-        else:
-            outputs = self._general(tf.cast(inputs, tf.float32), training, mask)
+        x = tf.cast(inputs, tf.float32)
+        if not fast:
+            return tf.cast(self._general(x, training, mask), self.compute_dtype)
+
+        def fused():
+            return tf.cast(self._fused(inputs, training), tf.float32)
+
+        def rows():
+            return self._batch_normalize_rows(x) if training else self._normalize_rows(x)
+
+        use_fused = self._use_fused(inputs)
+        if isinstance(use_fused, bool):
+            outputs = fused() if use_fused else rows()
+        else:  # the batch size is unknown while tracing: decide per call
+            outputs = tf.cond(use_fused, fused, rows)
         return tf.cast(outputs, self.compute_dtype)
 
-    def _fused(self, inputs, training):
-        """FusedBatchNormV3 on the inputs viewed as (N*H*W, 1, 1, C).
+    def _use_fused(self, inputs):
+        """True or False where the shape decides, else a boolean tensor."""
+        if not (len(inputs.shape) >= 3 and inputs.shape[-1] >= _FUSED_MIN_CHANNELS
+                and inputs.dtype in _FUSED_DTYPES):
+            return False
+        if inputs.shape.is_fully_defined():
+            return inputs.shape.num_elements() >= _FUSED_MIN_ELEMENTS
+        return tf.size(inputs) >= _FUSED_MIN_ELEMENTS
 
-        That view (free: a reshape) ran faster on CPU than the native NHWC
-        layout for every benchmarked shape, and lets 2-D and 3-D inputs use the
-        kernel too.
-        """
+    def _fused(self, inputs, training):
+        """FusedBatchNormV3 on the inputs viewed as NHWC (N, H*W, 1, C): a free reshape."""
         channels = inputs.shape[-1]
-        x = tf.reshape(inputs, [-1, 1, 1, channels])
+        x = tf.reshape(inputs, [tf.shape(inputs)[0], -1, 1, channels])
         gamma, beta = self._gamma_beta(channels)
         if training:
             y, mean, corrected_variance = tf.compat.v1.nn.fused_batch_norm(
                 x, gamma, beta, epsilon=self.epsilon, data_format="NHWC", is_training=True
             )
             # The kernel divides by m - 1; Keras' moving average takes the biased (1/m) variance.
-            m = tf.cast(tf.shape(x)[0], tf.float32)
-            variance = corrected_variance * ((m - 1.0) / tf.maximum(m, 1.0))
-            self._update_moving_statistics(mean, variance)
+            m = tf.cast(tf.shape(x)[0] * tf.shape(x)[1], tf.float32)
+            self._update_moving_statistics(
+                mean, corrected_variance * ((m - 1.0) / tf.maximum(m, 1.0)))
         else:
             y, _, _ = tf.compat.v1.nn.fused_batch_norm(
                 x, gamma, beta, mean=self.moving_mean, variance=self.moving_variance,
@@ -301,7 +314,7 @@ class BatchNormalization(keras.layers.Layer):
         return y
 
     def _normalize_rows(self, x):
-        """Inference-mode BN for channels-last inputs with few channels: y = x * a + b.
+        """Inference-mode BN for channels-last inputs: y = x * a + b.
 
         a = gamma / sqrt(moving_variance + eps) and b = beta - moving_mean * a
         are tiled along (N, R*C) rows, which broadcasts much faster than a
@@ -310,12 +323,11 @@ class BatchNormalization(keras.layers.Layer):
         gamma, beta = self._gamma_beta(x.shape[-1])
         a = gamma * tf.math.rsqrt(self.moving_variance + self.epsilon)
         b = beta - self.moving_mean * a
-        rows = tf.reshape(x, [tf.shape(x)[0], -1])
-        groups = tf.shape(rows)[1] // x.shape[-1]
-        return tf.reshape(rows * tf.tile(a, [groups]) + tf.tile(b, [groups]), tf.shape(x))
+        rows, groups = _as_rows(x)
+        return _from_rows(rows * _tile(a, groups) + _tile(b, groups), x)
 
     def _general(self, x, training, mask):
-        """The four formulas, for every input the fused kernel cannot take."""
+        """The four formulas, for every input the fast paths cannot take."""
         gamma, beta = self._gamma_beta(x.shape[self._channel_axis])
         if not training:
             return self._normalize(x, self.moving_mean, self.moving_variance, gamma, beta)
@@ -417,7 +429,8 @@ class BatchNormalization(keras.layers.Layer):
 
     @staticmethod
     def _assign_moving_average(variable, value, momentum):
-        variable.assign(variable * momentum + tf.stop_gradient(value) * (1.0 - momentum))
+        # momentum * old + (1 - momentum) * new, as one in-place update.
+        variable.assign_sub((variable - tf.stop_gradient(value)) * (1.0 - momentum))
 
     def _renorm_correction(self, mean, variance):
         """Batch renorm's r = sigma_B / sigma_moving and d = (mu_B - mu_moving) / sigma_moving."""
@@ -477,46 +490,74 @@ class BatchNormalization(keras.layers.Layer):
         return {**super().get_config(), **config}
 
 
+def _as_rows(x):
+    """x viewed as (N, R*C) and R, a Python int where the shape is static."""
+    channels = x.shape[-1]
+    rows = x if len(x.shape) == 2 else tf.reshape(x, [tf.shape(x)[0], -1])
+    width = rows.shape[1]
+    groups = width // channels if width is not None else tf.shape(rows)[1] // channels
+    return rows, groups
+
+
+def _from_rows(rows, like):
+    """Undoes _as_rows: rows back in the shape of `like`."""
+    return rows if len(like.shape) == 2 else tf.reshape(rows, tf.shape(like))
+
+
+def _tile(v, groups):
+    """A per-channel vector repeated along the R*C row positions."""
+    return v if isinstance(groups, int) and groups == 1 else tf.tile(v, [groups])
+
+
 def _batch_norm_channels_last(x, gamma, beta, epsilon):
     """Batch-statistics BN over every axis but the last, with an explicit gradient.
 
     Returns (y, mu, sigma^2). x is viewed as rows of shape (N, R*C): sums run
     over N first, where memory is contiguous, then over the R groups of C.
+    The data are first shifted by one sample per channel, so the sums stay
+    small and exact-ish for large offsets and give exactly zero variance for
+    constant inputs (where Keras' output is rounding noise times 1/sqrt(eps)).
     """
     channels = x.shape[-1]
-    rows = tf.reshape(x, [tf.shape(x)[0], -1])
-    groups = tf.shape(rows)[1] // channels
-    m = tf.cast(tf.shape(rows)[0] * groups, tf.float32)
+    rows, groups = _as_rows(x)
+    if rows.shape[0] is not None and isinstance(groups, int):
+        inv_m = 1.0 / (rows.shape[0] * groups)  # static: no shape ops in the graph
+    else:
+        inv_m = 1.0 / tf.cast(tf.shape(rows)[0] * groups, tf.float32)
 
     def per_channel_sum(t):
-        return tf.reduce_sum(tf.reshape(tf.reduce_sum(t, axis=0), [-1, channels]), axis=0)
-
-    def along_rows(v):
-        return tf.tile(v, [groups])
+        column_sums = tf.reduce_sum(t, axis=0)
+        if isinstance(groups, int) and groups == 1:
+            return column_sums
+        return tf.reduce_sum(tf.reshape(column_sums, [-1, channels]), axis=0)
 
     @tf.custom_gradient
     def batch_norm(rows, gamma, beta):
-        mu = per_channel_sum(rows) / m
-        centered = rows - along_rows(mu)
-        sigma2 = per_channel_sum(tf.square(centered)) / m
+        shift = tf.stop_gradient(rows[0, :channels])
+        shifted = rows - _tile(shift, groups)
+        mean_shifted = per_channel_sum(shifted) * inv_m
+        mu = shift + mean_shifted
+        centered = shifted - _tile(mean_shifted, groups)
+        sigma2 = per_channel_sum(tf.square(centered)) * inv_m
         inv_sigma = tf.math.rsqrt(sigma2 + epsilon)
         scale = gamma * inv_sigma
         # y = gamma * x_hat + beta, with x_hat = (x - mu) * inv_sigma folded into one scale.
-        y = centered * along_rows(scale) + along_rows(beta)
+        y = centered * _tile(scale, groups) + _tile(beta, groups)
 
         def grad(dy, _unused_d_mu, _unused_d_sigma2):
             d_beta = per_channel_sum(dy)
             d_gamma = per_channel_sum(dy * centered) * inv_sigma
             # dx = gamma*inv_sigma/m * (m*dy - sum(dy) - x_hat*sum(dy*x_hat))
-            c_centered = -scale * d_gamma * inv_sigma / m
-            c_const = -scale * d_beta / m
-            d_rows = dy * along_rows(scale) + (centered * along_rows(c_centered) + along_rows(c_const))
+            c_centered = -scale * d_gamma * inv_sigma * inv_m
+            c_const = -scale * d_beta * inv_m
+            d_rows = dy * _tile(scale, groups) + (
+                centered * _tile(c_centered, groups) + _tile(c_const, groups))
             return d_rows, d_gamma, d_beta
 
         return (y, tf.stop_gradient(mu), tf.stop_gradient(sigma2)), grad
 
     y, mu, sigma2 = batch_norm(rows, gamma, beta)
-    return tf.reshape(y, tf.shape(x)), mu, sigma2
+    return _from_rows(y, x), mu, sigma2
 
 
 def _clone(initializer):

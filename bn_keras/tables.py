@@ -1,0 +1,55 @@
+"""Result tables: one list of row dicts, written as Markdown and CSV side by side."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from typing import Any, Iterable, Sequence
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def markdown_table(rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> str:
+    """A GitHub Markdown table of `columns` taken from each row."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(_format(row.get(c)) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: row.get(c) for c in columns})
+    return buffer.getvalue()
+
+
+def write_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], directory: str,
+                stem: str, preamble: str = "") -> tuple[str, str]:
+    """Writes DIRECTORY/STEM.md (preamble + table) and DIRECTORY/STEM.csv; returns both paths."""
+    os.makedirs(directory, exist_ok=True)
+    md_path = os.path.join(directory, f"{stem}.md")
+    csv_path = os.path.join(directory, f"{stem}.csv")
+    _write_atomically(md_path, preamble + markdown_table(rows, columns))
+    _write_atomically(csv_path, csv_text(rows, columns))
+    return md_path, csv_path
+
+
+def _write_atomically(path: str, text: str) -> None:
+    """Writes via a temporary file and a rename, so an interrupted run leaves no half file."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)

@@ -1,0 +1,249 @@
+"""bn_keras.layers.BatchNormalization against Keras' built-in and a NumPy reference."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bn_keras import equivalence
+from bn_keras.layers import BatchNormalization
+
+GRID = equivalence.default_grid()
+
+
+@pytest.mark.parametrize("case", GRID, ids=[c.name for c in GRID])
+def test_equals_builtin(case):
+    result = equivalence.compare(case)
+    assert result["config_roundtrip"], result
+    failures = {}
+    for quantity in equivalence.QUANTITIES:
+        diff = result[quantity]
+        if diff is None or diff <= case.tolerance:
+            continue
+        # Only ill-conditioned inputs may differ more, and then ours must be
+        # no less accurate than Keras' against the float64 reference.
+        assert result["ours_vs_exact"] is not None, (quantity, result)
+        failures[quantity] = diff
+    if failures:
+        assert (result["ours_vs_exact"]
+                <= equivalence.ROUNDING_ALLOWANCE * result["keras_vs_exact"]), (failures, result)
+    assert result["passed"], result
+
+
+def test_grid_covers_the_issue():
+    names = " ".join(c.name for c in GRID)
+    for shape_kind in ("x120 axis=-1", "x126x64 axis=-1", "x64x126 axis=1", "x28x28x6 axis=-1",
+                       "x16x10x10 axis=1", "offset=10000", "constant", "mixed_float16"):
+        assert shape_kind in names
+    assert {c.shape[0] for c in GRID} >= {1, 2, 64}
+
+
+@pytest.mark.parametrize("shape,axis", [((64, 10), -1), ((8, 30, 12), -1), ((8, 12, 30), 1),
+                                        ((4, 9, 9, 20), -1), ((4, 9, 9, 3), -1),
+                                        ((4, 5, 6, 7), 1), ((256, 10, 10, 16), -1)])
+def test_training_output_matches_numpy_formulas(shape, axis):
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=shape) * 2 + 3).astype(np.float32)
+    layer = BatchNormalization(axis=axis, momentum=0.9)
+    layer.build(shape)
+    channels = shape[axis]
+    gamma = rng.uniform(0.5, 1.5, channels).astype(np.float32)
+    beta = rng.normal(size=channels).astype(np.float32)
+    layer.set_weights([gamma, beta, np.zeros(channels, np.float32), np.ones(channels, np.float32)])
+    y = layer(tf.constant(x), training=True).numpy()
+    expected, mu, sigma2 = equivalence.numpy_batch_norm(x, gamma, beta, axis, layer.epsilon)
+    np.testing.assert_allclose(y, expected, atol=1e-5)
+    np.testing.assert_allclose(layer.moving_mean.numpy(), 0.1 * mu, atol=1e-5)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), 0.9 + 0.1 * sigma2, atol=1e-5)
+    # Inference normalizes with the moving statistics.
+    y_inf = layer(tf.constant(x), training=False).numpy()
+    shape_c = [1] * len(shape)
+    shape_c[axis] = -1
+    expected_inf = ((x - layer.moving_mean.numpy().reshape(shape_c))
+                    / np.sqrt(layer.moving_variance.numpy().reshape(shape_c) + layer.epsilon)
+                    * gamma.reshape(shape_c) + beta.reshape(shape_c))
+    np.testing.assert_allclose(y_inf, expected_inf, atol=1e-5)
+
+
+def _twin_models(shape, batch=None):
+    """The same small functional model with Keras' BN and with ours, sharing weights."""
+    def build(bn_cls):
+        inputs = keras.Input(shape=shape[1:], batch_size=batch)
+        x = keras.layers.Conv2D(16, 3, padding="same", use_bias=False, name="conv")(inputs)
+        x = bn_cls(name="bn")(x)
+        x = keras.layers.ReLU()(x)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        outputs = keras.layers.Dense(3, name="dense")(x)
+        return keras.Model(inputs, outputs)
+
+    keras.utils.set_random_seed(1)
+    theirs = build(keras.layers.BatchNormalization)
+    ours = build(BatchNormalization)
+    ours.set_weights(theirs.get_weights())
+    return theirs, ours
+
+
+@pytest.mark.parametrize("batch_size,static_batch", [(32, None), (32, 32), (4, None), (4, 4)])
+def test_fit_in_tf_function_matches_builtin(batch_size, static_batch):
+    """Training with fit(): the traced graph (fused, row or tf.cond path) gives Keras' weights."""
+    shape = (batch_size * 4, 28, 28, 3)  # 28*28*16*32 elements: above the fused threshold
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=shape).astype(np.float32)
+    y = rng.integers(0, 3, size=shape[0])
+    results = []
+    for model in _twin_models(shape, static_batch):
+        model.compile(optimizer=keras.optimizers.SGD(0.1),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(x, y, batch_size=batch_size, epochs=2, shuffle=False, verbose=0)
+        results.append((model.get_weights(), model.predict(x, verbose=0, batch_size=batch_size)))
+    (w_theirs, p_theirs), (w_ours, p_ours) = results
+    for a, b in zip(w_theirs, w_ours):
+        np.testing.assert_allclose(b, a, atol=2e-4, rtol=1e-4)
+    np.testing.assert_allclose(p_ours, p_theirs, atol=2e-4)
+
+
+def test_weights_are_interchangeable_both_ways():
+    theirs = keras.layers.BatchNormalization(renorm=True)
+    ours = BatchNormalization(renorm=True)
+    theirs.build((4, 6))
+    ours.build((4, 6))
+    assert [w.name for w in ours.weights] == [w.name for w in theirs.weights]
+    assert [w.trainable for w in ours.weights] == [w.trainable for w in theirs.weights]
+    values = [np.random.default_rng(i).uniform(0.5, 1.5, 6).astype(np.float32)
+              for i in range(len(theirs.weights))]
+    ours.set_weights(values)
+    theirs.set_weights(ours.get_weights())
+    for a, b in zip(theirs.get_weights(), values):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_config_mirrors_builtin_and_round_trips():
+    kwargs = dict(axis=1, momentum=0.9, epsilon=1e-4, center=False,
+                  gamma_initializer="random_normal", beta_regularizer="l2", renorm=True,
+                  renorm_clipping={"rmax": 2.0}, renorm_momentum=0.95, synchronized=True)
+    ours = BatchNormalization(**kwargs, virtual_batch_size=None)
+    theirs = keras.layers.BatchNormalization(**kwargs)
+    config = ours.get_config()
+    for key, value in theirs.get_config().items():
+        if key != "name":
+            assert config[key] == value, key
+    assert BatchNormalization.from_config(config).get_config() == config
+    assert config["virtual_batch_size"] is None
+
+
+def test_model_saves_and_loads_without_custom_objects(tmp_path):
+    _, model = _twin_models((4, 8, 8, 3))
+    x = np.random.default_rng(0).normal(size=(4, 8, 8, 3)).astype(np.float32)
+    model(x, training=True)  # move the statistics away from their initial values
+    path = os.path.join(tmp_path, "model.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded.get_layer("bn"), BatchNormalization)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_trainable_false_means_inference_mode():
+    layer = BatchNormalization()
+    x = tf.constant(np.random.default_rng(0).normal(3.0, 2.0, size=(16, 5)).astype(np.float32))
+    layer.build(x.shape)
+    layer.trainable = False
+    y = layer(x, training=True)
+    np.testing.assert_allclose(y.numpy(), layer(x, training=False).numpy())
+    np.testing.assert_array_equal(layer.moving_mean.numpy(), np.zeros(5))
+
+
+def test_mixed_float16_keeps_float32_weights_and_returns_float16():
+    layer = BatchNormalization(dtype="mixed_float16")
+    x = tf.constant(np.random.default_rng(0).normal(size=(8, 6, 6, 32)).astype(np.float32))
+    y = layer(x, training=True)
+    assert y.dtype == tf.float16
+    assert all(w.dtype == "float32" for w in layer.weights)
+    expected, _, _ = equivalence.numpy_batch_norm(x.numpy(), np.ones(32), np.zeros(32))
+    np.testing.assert_allclose(y.numpy().astype(np.float64), expected, atol=1e-2)
+
+
+def test_ghost_batch_normalizes_each_group_alone():
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(12, 5, 7)) * 3 + 1).astype(np.float32)
+    layer = BatchNormalization(virtual_batch_size=4, momentum=0.5)
+    y = layer(tf.constant(x), training=True).numpy()
+    mus, sigma2s = [], []
+    for g in range(3):
+        group = x[4 * g: 4 * g + 4]
+        expected, mu, sigma2 = equivalence.numpy_batch_norm(group, np.ones(7), np.zeros(7))
+        np.testing.assert_allclose(y[4 * g: 4 * g + 4], expected, atol=1e-5)
+        mus.append(mu)
+        sigma2s.append(sigma2)
+    # The moving statistics take the groups' average.
+    np.testing.assert_allclose(layer.moving_mean.numpy(), 0.5 * np.mean(mus, axis=0), atol=1e-5)
+    np.testing.assert_allclose(layer.moving_variance.numpy(),
+                               0.5 + 0.5 * np.mean(sigma2s, axis=0), atol=1e-5)
+    # Inference ignores the ghost batches.
+    np.testing.assert_allclose(layer(tf.constant(x[:3]), training=False).numpy(),
+                               layer(tf.constant(x), training=False).numpy()[:3], atol=1e-6)
+
+
+def test_ghost_batch_size_must_divide_the_batch():
+    layer = BatchNormalization(virtual_batch_size=5)
+    with pytest.raises(ValueError, match="virtual_batch_size=5 does not divide the batch size 12"):
+        layer(tf.zeros((12, 3)), training=True)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3])])
+    def step(x):
+        return layer(x, training=True)
+
+    with pytest.raises(tf.errors.InvalidArgumentError, match="virtual_batch_size=5"):
+        step(tf.zeros((12, 3)))
+    step(tf.zeros((10, 3)))  # divisible: fine
+
+
+@pytest.mark.parametrize("kwargs,error,pattern", [
+    ({"axis": "a"}, TypeError, "`axis` must be an int, got 'a'"),
+    ({"axis": 1.5}, TypeError, "got 1.5"),
+    ({"renorm": True, "renorm_clipping": {"rmax": 3, "bogus": 1}}, ValueError,
+     r"unknown `renorm_clipping` keys \['bogus'\]"),
+    ({"renorm": True, "renorm_clipping": {"rmax": 1, "rmin": 2}}, ValueError, "rmax=1 is below rmin=2"),
+    ({"virtual_batch_size": 0}, ValueError, "got 0"),
+    ({"virtual_batch_size": 4, "renorm": True}, ValueError, "cannot be combined"),
+    ({"momentun": 0.9}, ValueError, "momentun"),
+])
+def test_bad_arguments_raise_clear_errors(kwargs, error, pattern):
+    with pytest.raises(error, match=pattern):
+        BatchNormalization(**kwargs)
+
+
+def test_axis_out_of_range_names_the_axis():
+    with pytest.raises(ValueError, match="axis=3 is out of range for inputs of rank 3"):
+        BatchNormalization(axis=3)(tf.zeros((2, 4, 5)))
+
+
+def test_synchronized_statistics_span_replicas():
+    """Under a 2-replica MirroredStrategy, synchronized BN sees the global batch."""
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
+    assert len(devices) == 2, "conftest.py provides two logical CPUs"
+    strategy = tf.distribute.MirroredStrategy(devices)
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(8, 4, 4, 3)) * np.arange(1, 4) + np.arange(3)).astype(np.float32)
+    x[4:] += 5.0  # the replicas' halves differ, so local statistics would too
+
+    single = BatchNormalization(momentum=0.5)
+    expected = single(tf.constant(x), training=True).numpy()
+    for synchronized in (True, False):
+        with strategy.scope():
+            layer = BatchNormalization(momentum=0.5, synchronized=synchronized)
+            layer.build(x.shape)
+        dataset = strategy.experimental_distribute_dataset(
+            tf.data.Dataset.from_tensor_slices(x).batch(8))
+        per_replica = strategy.run(lambda batch: layer(batch, training=True),
+                                   args=(next(iter(dataset)),))
+        y = np.concatenate([t.numpy() for t in strategy.experimental_local_results(per_replica)])
+        if synchronized:
+            np.testing.assert_allclose(y, expected, atol=1e-5)
+            np.testing.assert_allclose(layer.moving_mean.numpy(), single.moving_mean.numpy(),
+                                       atol=1e-5)
+            np.testing.assert_allclose(layer.moving_variance.numpy(),
+                                       single.moving_variance.numpy(), atol=1e-5)
+        else:
+            assert np.max(np.abs(y - expected)) > 0.1

@@ -1,0 +1,99 @@
+"""The model builders: exact tutorial architectures and the BN switch."""
+
+import keras
+import numpy as np
+import pytest
+
+from bn_keras import models
+from bn_keras.layers import BatchNormalization
+
+
+def _producer(layer):
+    """The name of the layer whose output `layer` consumes."""
+    return layer.input._keras_history.operation.name
+
+
+def _bn_layers(model):
+    return [l for l in model.layers if isinstance(l, (keras.layers.BatchNormalization,
+                                                       BatchNormalization))]
+
+
+def test_conv1d_example_is_the_tutorials():
+    model = models.conv1d_bn_example()
+    assert model.input_shape == (None, 128, 256)
+    assert model.output_shape == (None, 126, 64)
+    conv, bn = model.layers[1], model.layers[2]
+    assert isinstance(conv, keras.layers.Conv1D) and conv.filters == 64 and conv.kernel_size == (3,)
+    assert type(bn) is keras.layers.BatchNormalization
+    assert type(models.conv1d_bn_example("custom").layers[2]) is BatchNormalization
+
+
+def test_lenet_without_bn_has_the_tutorials_62006_parameters():
+    model = models.lenet_cifar("none")
+    assert model.count_params() == 62_006
+    assert model.output_shape == (None, 10)
+    assert not _bn_layers(model)
+    convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
+    dense = [l for l in model.layers if isinstance(l, keras.layers.Dense)]
+    assert [(c.filters, c.kernel_size) for c in convs] == [(6, (5, 5)), (16, (5, 5))]
+    assert [d.units for d in dense] == [120, 84, 10]
+
+
+@pytest.mark.parametrize("bn,cls", [("keras", keras.layers.BatchNormalization),
+                                    ("custom", BatchNormalization)])
+def test_lenet_bn_is_in_the_forward_path(bn, cls):
+    """Unlike the tutorial, every BN layer is wired in: it changes the output."""
+    model = models.lenet_cifar(bn)
+    norms = _bn_layers(model)
+    assert len(norms) == 4 and all(type(l) is cls for l in norms)
+    # conv -> BN -> ReLU: each BN consumes its conv/dense layer's output.
+    for norm in norms:
+        assert _producer(norm).startswith(("conv", "fc")), _producer(norm)
+    x = np.random.default_rng(0).normal(size=(4, 32, 32, 3)).astype(np.float32)
+    before = model(x, training=False).numpy()
+    norms[0].moving_mean.assign(np.full(6, 5.0, np.float32))
+    assert np.max(np.abs(model(x, training=False).numpy() - before)) > 1e-3
+
+
+def test_keras_and_custom_lenet_are_interchangeable():
+    theirs, ours = models.lenet_cifar("keras"), models.lenet_cifar("custom")
+    ours.set_weights(theirs.get_weights())
+    x = np.random.default_rng(0).normal(size=(8, 32, 32, 3)).astype(np.float32)
+    for training in (True, False):
+        np.testing.assert_allclose(ours(x, training=training).numpy(),
+                                   theirs(x, training=training).numpy(), atol=1e-4)
+
+
+def test_bn_placement_after_relu():
+    model = models.lenet_cifar("custom", placement="after_relu")
+    for norm in _bn_layers(model):
+        assert _producer(norm).endswith("_relu"), _producer(norm)
+
+
+def test_bn_options_reach_every_bn_layer():
+    model = models.resnet20("custom", momentum=0.9, virtual_batch_size=2)
+    norms = _bn_layers(model)
+    assert len(norms) == 19
+    assert all(l.momentum == 0.9 and l.virtual_batch_size == 2 for l in norms)
+
+
+@pytest.mark.parametrize("bn,params", [("none", 269_034), ("keras", 271_098), ("custom", 271_098)])
+def test_resnet20_has_about_027m_parameters(bn, params):
+    model = models.resnet20(bn)
+    assert model.count_params() == params
+    assert model.output_shape == (None, 10)
+    assert sum(isinstance(l, keras.layers.Conv2D) for l in model.layers) == 19
+
+
+@pytest.mark.parametrize("builder", [models.lenet_cifar, models.resnet20, models.conv1d_bn_example])
+def test_unknown_bn_names_the_choices(builder):
+    with pytest.raises(ValueError, match="bn='batch'; expected one of none, keras, custom"):
+        builder(bn="batch")
+
+
+def test_build_model_by_name():
+    assert models.build_model("lenet", "none").count_params() == 62_006
+    with pytest.raises(ValueError, match="model='vgg'; expected one of lenet, resnet20"):
+        models.build_model("vgg", "none")
+    with pytest.raises(ValueError, match="placement='middle'"):
+        models.lenet_cifar("custom", placement="middle")
