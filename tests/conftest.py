@@ -14,3 +14,29 @@ _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
 )
+
+import pytest  # noqa: E402
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_SHARED_TFDS = os.path.join(os.path.dirname(_REPO), "shared", "datasets", "tensorflow_datasets")
+
+
+@pytest.fixture(scope="session")
+def cifar10_dir():
+    """The TFDS data directory holding the real CIFAR-10, or skip the test."""
+    for candidate in (os.environ.get("TFDS_DATA_DIR"), _SHARED_TFDS):
+        if candidate and os.path.isdir(os.path.join(candidate, "cifar10")):
+            return candidate
+    pytest.skip("real CIFAR-10 is not prepared (set TFDS_DATA_DIR)")
+
+
+@pytest.fixture(scope="session")
+def mirrored_strategy():
+    """One 2-replica MirroredStrategy over the logical CPUs, shared by every test.
+
+    Several MirroredStrategy objects in one process reuse collective instance
+    keys, and a second one's all-reduce then meets the first one's shapes.
+    """
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
+    assert len(devices) == 2
+    return tf.distribute.MirroredStrategy(devices)

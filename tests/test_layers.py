@@ -219,11 +219,9 @@ def test_axis_out_of_range_names_the_axis():
         BatchNormalization(axis=3)(tf.zeros((2, 4, 5)))
 
 
-def test_synchronized_statistics_span_replicas():
+def test_synchronized_statistics_span_replicas(mirrored_strategy):
     """Under a 2-replica MirroredStrategy, synchronized BN sees the global batch."""
-    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
-    assert len(devices) == 2, "conftest.py provides two logical CPUs"
-    strategy = tf.distribute.MirroredStrategy(devices)
+    strategy = mirrored_strategy
     rng = np.random.default_rng(0)
     x = (rng.normal(size=(8, 4, 4, 3)) * np.arange(1, 4) + np.arange(3)).astype(np.float32)
     x[4:] += 5.0  # the replicas' halves differ, so local statistics would too

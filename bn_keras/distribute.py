@@ -1,0 +1,79 @@
+"""tf.distribute strategies by name, as tensorflow/models' distribute_utils does it."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import tensorflow as tf
+
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
+
+
+def get_strategy(name: str = "auto", tpu: str | None = None,
+                 devices: list[str] | None = None) -> tf.distribute.Strategy:
+    """A tf.distribute strategy by name.
+
+    - "auto": the default strategy on the first GPU if there is one, else the CPU.
+    - "one_device": OneDeviceStrategy on `devices[0]` (default: first GPU, else CPU).
+    - "mirrored": MirroredStrategy over `devices` (default: all GPUs, else the CPU).
+    - "multi_worker_mirrored": MultiWorkerMirroredStrategy configured by $TF_CONFIG.
+    - "tpu": TPUStrategy on the TPU at `tpu` ("local" on a Cloud TPU VM, or a
+      grpc:// address / TPU name).
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"Unknown strategy={name!r}; expected one of {', '.join(STRATEGIES)}.")
+    if name in ("auto", "one_device"):
+        device = (devices or [_default_device()])[0]
+        return tf.distribute.OneDeviceStrategy(device)
+    if name == "mirrored":
+        gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+        return tf.distribute.MirroredStrategy(devices or gpus or None)
+    if name == "multi_worker_mirrored":
+        _check_tf_config()
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return _tpu_strategy(tpu)
+
+
+def _default_device() -> str:
+    return "/gpu:0" if tf.config.list_logical_devices("GPU") else "/cpu:0"
+
+
+def _check_tf_config() -> None:
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return  # a single worker: MultiWorkerMirroredStrategy runs alone
+    try:
+        config = json.loads(raw)
+        config["cluster"]["worker"]
+        config["task"]["index"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(
+            f"TF_CONFIG is not valid multi-worker JSON ({e!r}): expected "
+            '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": 0}}.'
+        ) from None
+
+
+def _tpu_strategy(tpu: str | None) -> tf.distribute.Strategy:
+    if not tpu:
+        raise ValueError("strategy='tpu' needs a TPU address: --tpu=local on a Cloud TPU VM, "
+                         "or the TPU's name or grpc:// address.")
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
+            tpu="" if tpu == "local" else tpu)
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except Exception as e:  # noqa: BLE001 - any failure means "no usable TPU here"
+        first_line = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ValueError(f"No TPU found at tpu={tpu!r}: {first_line}") from None
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """True unless this is a non-chief worker of a multi-worker cluster."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    return task_type in (None, "chief") or (task_type == "worker" and task_id == 0
+                                            and "chief" not in resolver.cluster_spec().as_dict())

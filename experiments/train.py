@@ -1,0 +1,99 @@
+"""Trains a BN model on CIFAR-10 (or synthetic data) and evaluates it on the test split.
+
+Everything the run writes goes under --workdir: config.json, TensorBoard logs
+(tensorboard/, with BN diagnostics), checkpoints/best.keras, metrics.csv and
+final_metrics.json. Stop it at any time; the same command resumes from the
+last completed epoch.
+
+    python experiments/train.py --model=lenet --bn=custom --epochs=10 \\
+        --data_dir=../shared/datasets/tensorflow_datasets --workdir=runs/lenet_custom
+    tensorboard --logdir=runs/lenet_custom/tensorboard
+"""
+
+from __future__ import annotations
+
+from bn_keras import cli
+
+cli.quiet_tensorflow()
+
+from absl import flags, logging  # noqa: E402
+
+from bn_keras import distribute, models  # noqa: E402
+from bn_keras import training  # noqa: E402
+
+FLAGS = flags.FLAGS
+DEFAULTS = training.TrainConfig()
+
+
+def define_flags() -> None:
+    flags.DEFINE_enum("model", DEFAULTS.model, list(models.MODEL_BUILDERS), "Network to train.")
+    flags.DEFINE_enum("bn", DEFAULTS.bn, list(models.BN_CHOICES),
+                      "Batch normalization: none, keras (built-in) or custom (bn_keras').")
+    flags.DEFINE_float("bn_momentum", DEFAULTS.bn_momentum, "BN moving-average momentum.")
+    flags.DEFINE_enum("bn_placement", DEFAULTS.bn_placement, list(models.PLACEMENTS),
+                      "BN before or after each ReLU.")
+    flags.DEFINE_integer("virtual_batch_size", None, "Ghost BN group size (bn=custom only).",
+                         lower_bound=1)
+    flags.DEFINE_bool("renorm", DEFAULTS.renorm, "Use batch renormalization.")
+    flags.DEFINE_enum("dataset", DEFAULTS.dataset, list(training.DATASETS),
+                      "cifar10 (real, via tensorflow-datasets) or synthetic (smoke tests).")
+    flags.DEFINE_string("data_dir", None, "TFDS data directory holding cifar10/ (default: "
+                        "$TFDS_DATA_DIR, else ~/tensorflow_datasets, downloading if needed).")
+    flags.DEFINE_bool("download", DEFAULTS.download,
+                      "Let TFDS download CIFAR-10 when it is not prepared in the data dir.")
+    flags.DEFINE_integer("epochs", DEFAULTS.epochs, "Training epochs.", lower_bound=1)
+    flags.DEFINE_integer("batch_size", DEFAULTS.batch_size, "Batch size per replica.",
+                         lower_bound=1)
+    flags.DEFINE_enum("optimizer", DEFAULTS.optimizer, list(training.OPTIMIZERS),
+                      "adam, or sgd with --sgd_momentum.")
+    flags.DEFINE_float("learning_rate", DEFAULTS.learning_rate, "Peak learning rate.")
+    flags.DEFINE_float("sgd_momentum", DEFAULTS.sgd_momentum, "Momentum of SGD.")
+    flags.DEFINE_enum("lr_schedule", DEFAULTS.lr_schedule, list(training.LR_SCHEDULES),
+                      "constant, cosine decay, or warmup_cosine (linear warm-up, then cosine).")
+    flags.DEFINE_integer("warmup_epochs", DEFAULTS.warmup_epochs,
+                         "Warm-up length for warmup_cosine.", lower_bound=0)
+    flags.DEFINE_bool("augment", DEFAULTS.augment, "Random crop and flip on training images.")
+    flags.DEFINE_enum("strategy", DEFAULTS.strategy, list(distribute.STRATEGIES),
+                      "tf.distribute strategy.")
+    flags.DEFINE_string("tpu", None, "TPU address for --strategy=tpu ('local' on a TPU VM).")
+    flags.DEFINE_enum("mixed_precision", DEFAULTS.mixed_precision, list(training.PRECISIONS),
+                      "Keras dtype policy.")
+    flags.DEFINE_string("workdir", None, "Directory for everything the run writes "
+                        "(default: runs/<model>_<bn>).")
+    flags.DEFINE_integer("seed", DEFAULTS.seed, "Random seed (data order, augmentation, init).")
+    flags.DEFINE_bool("deterministic", DEFAULTS.deterministic,
+                      "TensorFlow op determinism: identical runs for the same seed.")
+    flags.DEFINE_integer("steps_per_execution", DEFAULTS.steps_per_execution,
+                         "Training steps per tf.function call.", lower_bound=1)
+    flags.DEFINE_integer("log_every_n_steps", DEFAULTS.log_every_n_steps,
+                         "Training loss to TensorBoard every N steps.", lower_bound=1)
+    flags.DEFINE_integer("diagnostics_every_n_steps", None,
+                         "BN diagnostics every N steps as well as every epoch.", lower_bound=1)
+    flags.DEFINE_integer("synthetic_examples", DEFAULTS.synthetic_examples,
+                         "Training examples of --dataset=synthetic.", lower_bound=1)
+    flags.DEFINE_integer("verbose", 1, "0: silent, 1: progress bar, 2: one line per epoch.")
+
+
+def config_from_flags(f) -> training.TrainConfig:
+    names = [field.name for field in training.dataclasses.fields(training.TrainConfig)]
+    values = {name: f[name].value for name in names if name in f and name != "workdir"}
+    values["workdir"] = f.workdir or f"runs/{f.model}_{f.bn}"
+    return training.TrainConfig(**values)
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    config = config_from_flags(FLAGS)
+    logging.info("workdir: %s", config.workdir)
+    metrics = training.run(config)
+    if metrics["diverged"]:
+        raise ValueError(f"training diverged (loss NaN/inf in epoch {metrics['diverged_at_epoch']}"
+                         f"); lower --learning_rate or use BN. Results so far: {config.workdir}")
+    print(f"test accuracy {metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.4f}, "
+          f"{metrics['train_images_per_second']:.0f} training images/s; "
+          f"results in {config.workdir} (tensorboard --logdir={config.workdir}/tensorboard)")
+
+
+if __name__ == "__main__":
+    define_flags()
+    cli.run(main)
