@@ -1,4 +1,7 @@
-"""Entry-point support for the absl scripts in experiments/: one clear line on error."""
+"""Entry-point support for the absl scripts in experiments/: one clear line on error.
+
+Set BN_KERAS_TRACEBACK=1 to see the full traceback of a user error instead.
+"""
 
 from __future__ import annotations
 
@@ -25,9 +28,15 @@ def run(main: Callable[[list[str]], None]) -> None:
     from absl import app
 
     def guarded(argv):
+        if os.environ.get("BN_KERAS_TRACEBACK"):
+            import keras
+
+            keras.config.disable_traceback_filtering()
         try:
             main(argv)
         except USER_ERRORS as e:
+            if os.environ.get("BN_KERAS_TRACEBACK"):
+                raise
             sys.exit(f"error: {e}")
         except KeyboardInterrupt:
             sys.exit("interrupted: completed work is saved; run the same command again to resume.")

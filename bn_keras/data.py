@@ -167,13 +167,18 @@ def make_pipeline(examples: tf.data.Dataset, batch_size: int, training: bool,
 
 
 def cifar10_pipelines(batch_size: int, data_dir: str | None = None, augment: bool = False,
-                      seed: int = 0, drop_remainder: bool = False,
-                      download: bool = True) -> dict[str, tf.data.Dataset]:
-    """Train, validation and test pipelines of CIFAR-10."""
-    return {split: make_pipeline(load_cifar10(split, data_dir, download), batch_size,
-                                 training=split == "train", augment=augment, seed=seed,
-                                 drop_remainder=drop_remainder and split == "train")
-            for split in SPLITS}
+                      seed: int = 0, drop_remainder: bool = False, download: bool = True,
+                      train_examples: int | None = None) -> dict[str, tf.data.Dataset]:
+    """Train, validation and test pipelines of CIFAR-10 (`train_examples`: the first N only)."""
+    pipelines = {}
+    for split in SPLITS:
+        examples = load_cifar10(split, data_dir, download)
+        if split == "train" and train_examples is not None:
+            examples = examples.take(train_examples)
+        pipelines[split] = make_pipeline(examples, batch_size, training=split == "train",
+                                         augment=augment, seed=seed,
+                                         drop_remainder=drop_remainder and split == "train")
+    return pipelines
 
 
 def synthetic_pipelines(batch_size: int, num_train: int = 512, num_eval: int = 128,

@@ -61,9 +61,12 @@ class BNDiagnostics(keras.callbacks.Callback):
 
     def set_model(self, model):
         super().set_model(model)
-        self._relus = relu_layers(model)
-        outputs = [relu.input for relu in self._relus] + [model.outputs[0]]
-        self._probe = keras.Model(model.inputs, outputs, name=f"{model.name}_probe")
+        if getattr(model, "inputs", None):  # a Functional or Sequential graph
+            self._relus = relu_layers(model)
+            outputs = [relu.input for relu in self._relus] + [model.outputs[0]]
+            self._probe = keras.Model(model.inputs, outputs, name=f"{model.name}_probe")
+        else:  # a subclassed model: no graph to tap, so no pre-activation statistics
+            self._relus, self._probe = [], model
 
     def on_train_begin(self, logs=None):
         self._writer = tf.summary.create_file_writer(self.logdir)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import tempfile
 
 import tensorflow as tf
 
@@ -77,3 +79,38 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     task_type, task_id = resolver.task_type, resolver.task_id
     return task_type in (None, "chief") or (task_type == "worker" and task_id == 0
                                             and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def worker_scratch_dir(workdir: str, strategy: tf.distribute.Strategy) -> str:
+    """Where a non-chief worker writes: under $TMPDIR, one per (workdir, task), stable across runs."""
+    resolver = strategy.cluster_resolver
+    key = hashlib.sha1(os.path.abspath(workdir).encode()).hexdigest()[:12]
+    return os.path.join(tempfile.gettempdir(),
+                        f"bn_keras_{key}_{resolver.task_type}{resolver.task_id}")
+
+
+def work_around_multi_worker_build(model) -> None:
+    """Lets Keras 3's fit()/evaluate() build a model under MultiWorkerMirroredStrategy.
+
+    Keras 3.15 builds the model symbolically from the first distributed batch,
+    reduced with `strategy.reduce("MEAN", ...)`; with several workers that
+    reduce raises "Attempt to convert a value (PerReplica...) to a Tensor"
+    (keras-team/keras#20585). The build only needs shapes and dtypes, so this
+    builds from the first local replica's batch instead.
+    """
+    strategy = model.distribute_strategy
+
+    def first_local(value):
+        if isinstance(value, tf.distribute.DistributedValues):
+            return strategy.experimental_local_results(value)[0]
+        return value
+
+    def maybe_symbolic_build(iterator=None, data_batch=None):
+        if iterator is not None:
+            for _, _, it in iterator:
+                data_batch = tf.nest.map_structure(first_local, next(it))
+                break
+        with strategy.scope():
+            model._symbolic_build(data_batch=data_batch)
+
+    model._maybe_symbolic_build = maybe_symbolic_build

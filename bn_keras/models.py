@@ -13,6 +13,7 @@ Ioffe & Szegedy) or after it.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable, Mapping
 
 import keras
@@ -174,10 +175,55 @@ def _cifar_resnet(blocks_per_stage: int, bn: str, placement: str,
     return keras.Model(inputs, outputs, name=f"resnet{6 * blocks_per_stage + 2}_{bn}")
 
 
+@keras.saving.register_keras_serializable(package="bn_keras", name="TutorialLeNet")
+class TutorialLeNet(keras.Model):
+    """The tutorial's "with BN" LeNet, bug included, for the BN study.
+
+    Like the tutorial's PyTorch `__init__`, it creates BN layers for 6 and 84
+    features (`bn1`, `bn2`) and never calls them: the forward pass is the
+    no-BN network, with its 62,006 parameters, and it trains identically.
+    """
+
+    def __init__(self, bn: str = "keras", **kwargs):
+        kwargs.pop("placement", None)
+        super().__init__(name=kwargs.pop("name", "lenet_tutorial"), **kwargs)
+        self.bn = check_bn(bn)
+        self.conv1 = layers.Conv2D(6, 5, name="conv1")
+        self.bn1 = make_bn(bn if bn != "none" else "keras", "bn1")  # created, never called
+        self.pool = layers.MaxPooling2D(2)
+        self.conv2 = layers.Conv2D(16, 5, name="conv2")
+        self.flatten = layers.Flatten()
+        self.fc1 = layers.Dense(120, name="fc1")
+        self.fc2 = layers.Dense(84, name="fc2")
+        self.bn2 = make_bn(bn if bn != "none" else "keras", "bn2")  # created, never called
+        self.fc3 = layers.Dense(NUM_CLASSES, name="logits")
+
+    def call(self, x, training=None):
+        x = self.pool(keras.ops.relu(self.conv1(x)))
+        x = self.pool(keras.ops.relu(self.conv2(x)))
+        x = keras.ops.relu(self.fc1(self.flatten(x)))
+        x = keras.ops.relu(self.fc2(x))
+        return self.fc3(x)
+
+    def get_config(self):
+        return {"bn": self.bn, "name": self.name}
+
+
+def lenet_tutorial(bn: str = "keras", **_: Any) -> keras.Model:
+    """TutorialLeNet, built on CIFAR's input shape."""
+    model = TutorialLeNet(bn)
+    with warnings.catch_warnings():
+        # Keras rightly warns that bn1/bn2 stay unbuilt: that is the tutorial's bug.
+        warnings.simplefilter("ignore", UserWarning)
+        model(keras.ops.zeros((1, *CIFAR_SHAPE)))  # builds only the layers the forward pass calls
+    return model
+
+
 MODEL_BUILDERS: dict[str, Callable[..., keras.Model]] = {
     "lenet": lenet_cifar,
     "resnet20": resnet20,
     "conv1d_example": conv1d_bn_example,
+    "lenet_tutorial": lenet_tutorial,
 }
 
 

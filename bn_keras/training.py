@@ -19,7 +19,6 @@ import dataclasses
 import json
 import logging
 import os
-import tempfile
 import time
 from typing import Any
 
@@ -51,6 +50,7 @@ class TrainConfig:
     data_dir: str | None = None
     download: bool = True
     synthetic_examples: int = 1024
+    train_examples: int | None = None  # the first N of the training split (quick studies)
     epochs: int = 10
     batch_size: int = 128
     optimizer: str = "adam"
@@ -82,7 +82,9 @@ class TrainConfig:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of "
                                  f"{', '.join(allowed)}.")
         for name in ("epochs", "batch_size", "steps_per_execution", "synthetic_examples",
-                     "probe_size", "log_every_n_steps"):
+                     "probe_size", "log_every_n_steps", "train_examples"):
+            if getattr(self, name) is None:
+                continue
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
         if not self.learning_rate > 0:
@@ -151,7 +153,7 @@ def make_datasets(config: TrainConfig, global_batch: int, drop_remainder: bool) 
             sequences=config.model == "conv1d_example")
     return data.cifar10_pipelines(global_batch, config.data_dir, augment=config.augment,
                                   seed=config.seed, drop_remainder=drop_remainder,
-                                  download=config.download)
+                                  download=config.download, train_examples=config.train_examples)
 
 
 def build_model(config: TrainConfig, num_replicas: int) -> keras.Model:
@@ -239,25 +241,27 @@ def run(config: TrainConfig, datasets_override: dict[str, tf.data.Dataset] | Non
     `strategy_override` let tests and other programs supply their own.
     """
     config.validate()
+    # Multi-worker collectives must be configured before TensorFlow runs any op.
+    strategy = strategy_override or distribute.get_strategy(config.strategy, tpu=config.tpu)
     set_seed(config.seed, config.deterministic)
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(config.mixed_precision)
     try:
-        return _run(config, datasets_override, strategy_override, extra_callbacks or [])
+        return _run(config, datasets_override, strategy, extra_callbacks or [])
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
 
-def _run(config, datasets_override, strategy_override, extra_callbacks):
-    strategy = strategy_override or distribute.get_strategy(config.strategy, tpu=config.tpu)
+def _run(config, datasets_override, strategy, extra_callbacks):
     replicas = strategy.num_replicas_in_sync
     global_batch = config.batch_size * replicas
     # Every replica must get a full batch under TPUs and multi-worker training.
     drop_remainder = config.strategy in ("tpu", "multi_worker_mirrored") or replicas > 1
     datasets = datasets_override or make_datasets(config, global_batch, drop_remainder)
-    chief = distribute.is_chief(strategy)
-    # Only the chief writes to the workdir; other workers write to a scratch directory.
-    workdir = config.workdir if chief else tempfile.mkdtemp(prefix="bn_keras_worker_")
+    # Only the chief writes to the workdir; other workers write to a scratch directory
+    # of their own, stable across restarts so their BackupAndRestore state survives.
+    workdir = (config.workdir if distribute.is_chief(strategy)
+               else distribute.worker_scratch_dir(config.workdir, strategy))
     _prepare_workdir(config, workdir)
 
     steps_per_epoch = _steps(datasets["train"])
@@ -273,6 +277,8 @@ def _run(config, datasets_override, strategy_override, extra_callbacks):
             steps_per_execution=config.steps_per_execution,
             jit_compile=False,  # XLA made LeNet slower on this CPU (NOTES.md)
         )
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and replicas > 1:
+        distribute.work_around_multi_worker_build(model)
 
     throughput = _Throughput(global_batch)
     nan_guard = _NaNGuard()

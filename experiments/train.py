@@ -71,6 +71,8 @@ def define_flags() -> None:
                          "BN diagnostics every N steps as well as every epoch.", lower_bound=1)
     flags.DEFINE_integer("synthetic_examples", DEFAULTS.synthetic_examples,
                          "Training examples of --dataset=synthetic.", lower_bound=1)
+    flags.DEFINE_integer("train_examples", None, "Train on the first N training examples only.",
+                         lower_bound=1)
     flags.DEFINE_integer("verbose", 1, "0: silent, 1: progress bar, 2: one line per epoch.")
 
 

@@ -1,0 +1,133 @@
+"""Exports a trained model as a TF Serving SavedModel and verifies it in a fresh process.
+
+    python experiments/export.py --workdir=runs/lenet_custom --name=lenet_custom \\
+        --data_dir=../shared/datasets/tensorflow_datasets
+
+Writes saved_models/<name>/<next version>/ (BN folded into conv/dense by
+default), checks the folded model against the unfolded one on the test set,
+then reloads the SavedModel with tf.saved_model.load in a new process, prints
+its signatures as `saved_model_cli show --all` does, compares its outputs with
+the Keras model's and reports the served model's test accuracy.
+"""
+
+from __future__ import annotations
+
+from bn_keras import cli
+
+cli.quiet_tensorflow()
+
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+
+from absl import flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+FOLD_TOLERANCE = 1e-4
+
+
+def define_flags() -> None:
+    flags.DEFINE_string("workdir", None, "A training work directory (uses checkpoints/best.keras).")
+    flags.DEFINE_string("model_path", None, "A .keras file to export instead of --workdir.")
+    flags.DEFINE_string("name", None, "Model name under --base_dir (default: the workdir's name).")
+    flags.DEFINE_string("base_dir", "saved_models", "Root of the TF Serving model tree.")
+    flags.DEFINE_integer("version", None, "Version to write (default: the next free one).",
+                         lower_bound=1)
+    flags.DEFINE_bool("overwrite", False, "Replace an existing version.")
+    flags.DEFINE_bool("fold_bn", True, "Fold inference-mode BN into the preceding conv/dense.")
+    flags.DEFINE_enum("dataset", "cifar10", ["cifar10", "synthetic"],
+                      "Images for the checks: the real test split, or synthetic ones.")
+    flags.DEFINE_string("data_dir", None, "TFDS data directory (default: $TFDS_DATA_DIR).")
+    flags.DEFINE_bool("verify", True, "Reload and check the SavedModel in a fresh process.")
+
+
+def _model_path(workdir: str | None, model_path: str | None) -> str:
+    if bool(workdir) == bool(model_path):
+        raise ValueError("give exactly one of --workdir or --model_path.")
+    if model_path:
+        if not os.path.isfile(model_path):
+            raise FileNotFoundError(f"no model file at {model_path!r}.")
+        return model_path
+    for candidate in ("checkpoints/best.keras", "final.keras"):
+        path = os.path.join(workdir, candidate)
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(f"{workdir!r} holds no checkpoints/best.keras or final.keras: "
+                            "is it a training work directory?")
+
+
+def _run_metadata(workdir: str | None) -> dict:
+    info = {}
+    for key, filename in (("training_config", "config.json"), ("training_metrics",
+                                                                  "final_metrics.json")):
+        path = os.path.join(workdir or "", filename)
+        if workdir and os.path.isfile(path):
+            with open(path) as f:
+                info[key] = json.load(f)
+    return info
+
+
+def test_images(dataset: str, data_dir: str | None):
+    import numpy as np
+
+    from bn_keras import data
+
+    source = (data.synthetic_images(1000, seed=7) if dataset == "synthetic"
+              else data.load_cifar10("test", data_dir, download=False))
+    images, labels = zip(*source.as_numpy_iterator())
+    return np.stack(images), np.asarray(labels)
+
+
+def run(workdir, model_path, name, base_dir, version, overwrite, fold_bn, dataset, data_dir,
+        verify) -> dict:
+    import keras
+    import numpy as np
+
+    import bn_keras.models  # noqa: F401 - registers our layers for loading
+    from bn_keras import export
+
+    path = _model_path(workdir, model_path)
+    model = keras.models.load_model(path)
+    name = name or os.path.basename(os.path.normpath(workdir or os.path.splitext(path)[0]))
+    images, labels = test_images(dataset, data_dir)
+    reference = export.keras_logits(model, images)
+    report = {"source": path, "test_accuracy_keras": float(np.mean(reference.argmax(-1) == labels))}
+    if fold_bn:
+        folded = export.compare_logits(export.keras_logits(export.fold_batch_norm(model), images),
+                                       reference)
+        report["folded_vs_unfolded"] = folded
+        print(f"BN folding: {len(export.foldable_pairs(model))} BN layers folded; max |logit diff| "
+              f"{folded['max_abs_logit_diff']:.2e} over {len(images)} test images, predicted "
+              f"classes differ on {folded['class_mismatch_rate']:.2%}")
+        if folded["max_abs_logit_diff"] > FOLD_TOLERANCE or folded["class_mismatch_rate"] > 0:
+            raise ValueError(f"the folded model differs from the unfolded one beyond "
+                             f"{FOLD_TOLERANCE:g}: {folded}; export it with --nofold_bn.")
+    metadata = {**_run_metadata(workdir), "source_model": path,
+                "test_accuracy": report["test_accuracy_keras"], "checked_on": dataset}
+    target = export.export_saved_model(model, base_dir, name, version, fold_bn, metadata,
+                                       overwrite)
+    report["saved_model"] = target
+    print(f"exported {target}")
+    if verify:
+        with tempfile.TemporaryDirectory() as tmp:
+            reference_file = os.path.join(tmp, "reference.npz")
+            np.savez(reference_file, images=images, labels=labels, logits=reference)
+            script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "verify_export.py")
+            proc = subprocess.run([sys.executable, script, f"--saved_model={target}",
+                                   f"--reference={reference_file}"])
+        if proc.returncode != 0:
+            raise ValueError(f"verification of {target} failed (see above).")
+    return report
+
+
+def main(argv):
+    del argv
+    run(FLAGS.workdir, FLAGS.model_path, FLAGS.name, FLAGS.base_dir, FLAGS.version,
+        FLAGS.overwrite, FLAGS.fold_bn, FLAGS.dataset, FLAGS.data_dir, FLAGS.verify)
+
+
+if __name__ == "__main__":
+    define_flags()
+    cli.run(main)

@@ -1,0 +1,158 @@
+"""bn_keras.export and the export/verify/predict scripts, on a small trained model."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bn_keras import data, export, models
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _script(name):
+    return os.path.join(ROOT, "experiments", name)
+
+
+@pytest.fixture(scope="module")
+def trained_lenet(tmp_path_factory):
+    """LeNet with our BN, trained briefly on synthetic data, saved as .keras."""
+    keras.utils.set_random_seed(0)
+    model = models.lenet_cifar("custom", momentum=0.9)
+    model.compile(optimizer="adam",
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(data.make_pipeline(data.synthetic_images(256), 32, training=True), epochs=2,
+              verbose=0)
+    path = str(tmp_path_factory.mktemp("model") / "lenet.keras")
+    model.save(path)
+    return model, path
+
+
+@pytest.fixture(scope="module")
+def images():
+    x, y = zip(*data.synthetic_images(64, seed=5).as_numpy_iterator())
+    return np.stack(x), np.asarray(y)
+
+
+@pytest.mark.parametrize("bn,placement,folded", [("custom", "before_relu", 4),
+                                                 ("keras", "before_relu", 4),
+                                                 ("custom", "after_relu", 0)])
+def test_folding_preserves_logits(bn, placement, folded, images):
+    model = models.lenet_cifar(bn, placement=placement)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:  # non-trivial moving statistics and affine parameters
+        if "bn" in layer.name:
+            layer.set_weights([rng.uniform(0.5, 2.0, w.shape).astype(np.float32)
+                               for w in layer.get_weights()])
+    assert len(export.foldable_pairs(model)) == folded
+    folded_model = export.fold_batch_norm(model)
+    if folded:
+        assert not any("BatchNormalization" in type(l).__name__ for l in folded_model.layers)
+    diff = export.compare_logits(export.keras_logits(folded_model, images[0]),
+                                 export.keras_logits(model, images[0]))
+    assert diff["max_abs_logit_diff"] <= 1e-4 and diff["class_mismatch_rate"] == 0
+
+
+def test_resnet20_folding_preserves_logits(images):
+    model = models.resnet20("custom")
+    for layer in model.layers:
+        if layer.name.endswith("_bn"):
+            layer.moving_mean.assign(np.full(layer.moving_mean.shape, 0.1, np.float32))
+            layer.moving_variance.assign(np.full(layer.moving_variance.shape, 2.0, np.float32))
+    assert len(export.foldable_pairs(model)) == 19
+    diff = export.compare_logits(export.keras_logits(export.fold_batch_norm(model), images[0]),
+                                 export.keras_logits(model, images[0]))
+    assert diff["max_abs_logit_diff"] <= 1e-4
+
+
+def test_export_layout_signatures_and_versions(tmp_path, trained_lenet, images):
+    model, _ = trained_lenet
+    first = export.export_saved_model(model, str(tmp_path), "lenet", metadata={"bn": "custom"})
+    second = export.export_saved_model(model, str(tmp_path), "lenet", fold_bn=False)
+    assert first == str(tmp_path / "lenet" / "1") and second == str(tmp_path / "lenet" / "2")
+    assert sorted(os.listdir(tmp_path / "lenet")) == ["1", "2"]  # no temporary leftovers
+    with pytest.raises(FileExistsError, match="exists"):
+        export.export_saved_model(model, str(tmp_path), "lenet", version=1)
+    meta = export.read_metadata(first)
+    assert meta["bn_folded"] and meta["bn"] == "custom" and meta["class_names"][3] == "cat"
+
+    loaded = export.load_serving_model(first)
+    fn = loaded.signatures["serving_default"]
+    assert list(fn.structured_input_signature[1]) == ["image"]
+    assert fn.structured_input_signature[1]["image"].dtype == tf.uint8
+    assert set(fn.structured_outputs) == {"probabilities", "class_id", "logits"}
+    served = export.serve(loaded, images[0])
+    reference = export.keras_logits(model, images[0])
+    np.testing.assert_allclose(served["logits"], reference, atol=1e-4)
+    np.testing.assert_array_equal(served["class_id"], reference.argmax(-1))
+    np.testing.assert_allclose(served["probabilities"].sum(-1), 1.0, atol=1e-5)
+    normalized = export.serve(loaded, data.normalize_images(images[0]).numpy(),
+                              signature="normalized")
+    np.testing.assert_allclose(normalized["logits"], served["logits"], atol=1e-5)
+
+
+def test_rest_body_feeds_the_serving_signature(tmp_path, trained_lenet, images):
+    model, _ = trained_lenet
+    path = export.export_saved_model(model, str(tmp_path), "lenet")
+    body = export.rest_request_body(images[0][:2])
+    assert json.loads(body)["instances"][0][0][0] == images[0][0, 0, 0].tolist()
+    served = export.serve(export.load_serving_model(path), export.images_from_request_body(body))
+    np.testing.assert_allclose(served["logits"], export.keras_logits(model, images[0][:2]),
+                               atol=1e-4)
+    with pytest.raises(ValueError, match=r"shape \[N, 32, 32, 3\], got \[1, 28, 28, 3\]"):
+        export.images_from_request_body(json.dumps({"instances": np.zeros((1, 28, 28, 3)).tolist()}))
+
+
+def test_bad_saved_model_paths(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no SavedModel directory"):
+        export.load_serving_model(str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError, match="not a SavedModel"):
+        export.load_serving_model(str(tmp_path))
+
+
+def test_export_script_verifies_in_a_fresh_process(tmp_path, trained_lenet):
+    _, model_path = trained_lenet
+    proc = subprocess.run(
+        [sys.executable, _script("export.py"), f"--model_path={model_path}", "--name=small",
+         f"--base_dir={tmp_path}", "--dataset=synthetic"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "signature_def['serving_default']" in proc.stdout  # saved_model_cli's format
+    assert "served model (fresh process): test accuracy" in proc.stdout
+    assert "BN folding: 4 BN layers folded" in proc.stdout
+    assert os.path.exists(tmp_path / "small" / "1" / "saved_model.pb")
+
+
+def test_predict_script_and_its_errors(tmp_path, trained_lenet, images):
+    model, _ = trained_lenet
+    version = export.export_saved_model(model, str(tmp_path / "models"), "lenet")
+    img_dir = tmp_path / "imgs"
+    img_dir.mkdir()
+    for i in range(2):
+        tf.io.write_file(str(img_dir / f"img{i}.png"), tf.io.encode_png(images[0][i]))
+    tf.io.write_file(str(tmp_path / "big.png"), tf.io.encode_png(np.zeros((40, 40, 3), np.uint8)))
+    tf.io.write_file(str(tmp_path / "gray.png"), tf.io.encode_png(np.zeros((32, 32, 1), np.uint8)))
+    (tmp_path / "notes.png").write_text("not an image")
+
+    def predict(*args):
+        return subprocess.run([sys.executable, _script("predict.py"), *args],
+                              capture_output=True, text=True, timeout=300)
+
+    ok = predict(f"--saved_model={tmp_path / 'models' / 'lenet'}", str(img_dir))
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    lines = [l for l in ok.stdout.splitlines() if l.strip()]
+    assert len(lines) == 2 and all(any(c in l for c in data.CLASS_NAMES) for l in lines)
+    for bad, message in ((tmp_path / "big.png", "expected a 32x32 RGB image, got 40x40"),
+                         (tmp_path / "gray.png", "with 1 channel"),
+                         (tmp_path / "notes.png", "not a PNG or JPEG image"),
+                         (tmp_path / "absent.png", "no such file")):
+        proc = predict(f"--saved_model={version}", str(bad))
+        assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-1000:]
+        assert "Traceback" not in proc.stderr
+    proc = predict(f"--saved_model={tmp_path}", str(img_dir))
+    assert proc.returncode != 0 and "not a SavedModel" in proc.stderr
