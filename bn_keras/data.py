@@ -127,12 +127,22 @@ def normalize_images(images: tf.Tensor) -> tf.Tensor:
     return (x - tf.constant(CIFAR10_MEAN)) / tf.constant(CIFAR10_STD)
 
 
-def augment_image(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Random 32x32 crop of the image padded by 4 pixels, and a random horizontal flip."""
-    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    padded = tf.pad(image, [[4, 4], [4, 4], [0, 0]], mode="REFLECT")
-    cropped = tf.image.stateless_random_crop(padded, IMAGE_SHAPE, seed=crop_seed)
-    return tf.image.stateless_random_flip_left_right(cropped, seed=flip_seed)
+def augment_images(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Per image: a random 32x32 crop of it padded by 4 pixels (reflected), and a random
+    horizontal flip. Vectorized over the batch [N, 32, 32, 3]; `seed` is a stateless seed [2]."""
+    height, width = IMAGE_SHAPE[0], IMAGE_SHAPE[1]
+    n = tf.shape(images)[0]
+    padded = tf.pad(images, [[0, 0], [4, 4], [4, 4], [0, 0]], mode="REFLECT")
+    offsets = tf.random.stateless_uniform([2, n], seed, minval=0, maxval=9, dtype=tf.int32)
+    flips = tf.random.stateless_uniform([n], tf.random.experimental.stateless_fold_in(seed, 1)) < 0.5
+    rows = offsets[0][:, None] + tf.range(height)[None, :]  # [N, 32]
+    cols = offsets[1][:, None] + tf.range(width)[None, :]
+    cols = tf.where(flips[:, None], tf.reverse(cols, axis=[1]), cols)  # a flip reads columns backwards
+    # One gather of whole pixels: index of (image, row, col) in the padded batch.
+    side = height + 8
+    pixel = (tf.range(n)[:, None, None] * side + rows[:, :, None]) * (width + 8) + cols[:, None, :]
+    pixels = tf.reshape(padded, [-1, IMAGE_SHAPE[2]])
+    return tf.gather(pixels, pixel)  # [N, 32, 32, 3]
 
 
 def make_pipeline(examples: tf.data.Dataset, batch_size: int, training: bool,
@@ -153,13 +163,13 @@ def make_pipeline(examples: tf.data.Dataset, batch_size: int, training: bool,
     ds = examples.cache() if cache else examples
     if training:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-        if augment:
-            seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-            ds = tf.data.Dataset.zip((ds, seeds)).map(
-                lambda example, s: (augment_image(example[0], s), example[1]),
-                num_parallel_calls=AUTOTUNE, deterministic=True)
-    # Batch first, then preprocess whole batches: one vectorized op per batch.
+    # Batch first, then augment and preprocess whole batches: vectorized ops per batch.
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if training and augment:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(
+            lambda batch, s: (augment_images(batch[0], s), batch[1]),
+            num_parallel_calls=AUTOTUNE, deterministic=True)
     if preprocess is not None:
         ds = ds.map(lambda x, y: (preprocess(x), y), num_parallel_calls=AUTOTUNE,
                     deterministic=True)

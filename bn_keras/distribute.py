@@ -89,15 +89,19 @@ def worker_scratch_dir(workdir: str, strategy: tf.distribute.Strategy) -> str:
                         f"bn_keras_{key}_{resolver.task_type}{resolver.task_id}")
 
 
-def work_around_multi_worker_build(model) -> None:
-    """Lets Keras 3's fit()/evaluate() build a model under MultiWorkerMirroredStrategy.
+def work_around_keras_multi_worker(model) -> None:
+    """Lets Keras 3.15's fit()/evaluate() run under a multi-worker MultiWorkerMirroredStrategy.
 
-    Keras 3.15 builds the model symbolically from the first distributed batch,
-    reduced with `strategy.reduce("MEAN", ...)`; with several workers that
-    reduce raises "Attempt to convert a value (PerReplica...) to a Tensor"
-    (keras-team/keras#20585). The build only needs shapes and dtypes, so this
-    builds from the first local replica's batch instead.
+    Two spots of Keras' TensorFlow trainer fail with several workers
+    (keras-team/keras#20585): the symbolic build reduces the first distributed
+    batch with `strategy.reduce("MEAN", ...)` ("Attempt to convert a value
+    (PerReplica...) to a Tensor"), and the per-step logs, scalars, are reduced
+    with `axis=0` ("Invalid reduction dimension 0 for input with 0
+    dimensions"). The build only needs shapes and dtypes, so it uses the first
+    local replica's batch; scalar logs are averaged over replicas with axis=None.
     """
+    from keras.src.backend.tensorflow import trainer as keras_tf_trainer
+
     strategy = model.distribute_strategy
 
     def first_local(value):
@@ -114,3 +118,22 @@ def work_around_multi_worker_build(model) -> None:
             model._symbolic_build(data_batch=data_batch)
 
     model._maybe_symbolic_build = maybe_symbolic_build
+    original = keras_tf_trainer.reduce_per_replica
+    if getattr(original, "bn_keras_patched", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or reduction not in (
+                "auto", "mean"):
+            return original(values, strategy, reduction)
+
+        def reduce(value):
+            # With one device per worker, per-replica values arrive as plain tensors.
+            if first_local(value).shape.rank == 0:
+                return strategy.reduce("MEAN", value, axis=None)
+            return original(value, strategy, reduction)
+
+        return tf.nest.map_structure(reduce, values)
+
+    reduce_per_replica.bn_keras_patched = True
+    keras_tf_trainer.reduce_per_replica = reduce_per_replica

@@ -86,20 +86,25 @@ def run_study(arms: Sequence[Arm], seeds: Sequence[int], base: training.TrainCon
     for i, (a, seed) in enumerate(((a, s) for a in arms for s in seeds), start=1):
         run_dir = os.path.join(study_dir, f"{a.name}_seed{seed}")
         result_path = os.path.join(run_dir, "study_result.json")
+        config = a.config(base, seed, run_dir)
+        config.validate()
         if os.path.exists(result_path):
             with open(result_path) as f:
-                results.append(json.load(f))
+                cached = json.load(f)
+            if cached.get("config") != dataclasses.asdict(config):
+                raise ValueError(f"{run_dir} holds a result of other settings; remove it or "
+                                 "choose another --runs_dir.")
+            results.append(cached)
             log.info("[%d/%d] %s seed %d: done earlier", i, total, a.name, seed)
             continue
         log.info("[%d/%d] %s seed %d", i, total, a.name, seed)
-        config = a.config(base, seed, run_dir)
-        config.validate()
         datasets = training.make_datasets(config, config.batch_size, drop_remainder=False)
         loss_cb, acc_cb = LossEveryN(loss_every), EvaluateEachEpoch(datasets["test"])
         start = time.perf_counter()
         metrics = training.run(config, datasets_override=datasets,
                                extra_callbacks=[loss_cb, acc_cb])
-        result = {"arm": a.name, "seed": seed, "overrides": dict(a.overrides), **metrics,
+        result = {"arm": a.name, "seed": seed, "overrides": dict(a.overrides),
+                  "config": dataclasses.asdict(config), **metrics,
                   "wall_seconds": time.perf_counter() - start, "loss_curve": loss_cb.points,
                   "test_accuracy_per_epoch": acc_cb.accuracy}
         write_hparams(os.path.join(run_dir, "tensorboard", "hparams"), a, config, result)

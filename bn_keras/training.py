@@ -278,7 +278,7 @@ def _run(config, datasets_override, strategy, extra_callbacks):
             jit_compile=False,  # XLA made LeNet slower on this CPU (NOTES.md)
         )
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and replicas > 1:
-        distribute.work_around_multi_worker_build(model)
+        distribute.work_around_keras_multi_worker(model)
 
     throughput = _Throughput(global_batch)
     nan_guard = _NaNGuard()

@@ -73,13 +73,19 @@ def test_augmentation_only_crops_and_flips_in_training():
                                rtol=1e-6)
 
 
-def test_augment_image_is_a_shifted_crop_or_its_mirror():
-    image = tf.constant(np.arange(32 * 32 * 3, dtype=np.int32).reshape(32, 32, 3) % 251,
-                        dtype=tf.uint8)
-    out = data.augment_image(image, tf.constant([4, 2], tf.int64)).numpy()
-    padded = np.pad(image.numpy(), [(4, 4), (4, 4), (0, 0)], mode="reflect")
-    candidates = [padded[i:i + 32, j:j + 32] for i in range(9) for j in range(9)]
-    assert any(np.array_equal(out, c) or np.array_equal(out, c[:, ::-1]) for c in candidates)
+def test_augmented_images_are_shifted_crops_or_their_mirrors():
+    images = np.stack([np.arange(32 * 32 * 3).reshape(32, 32, 3) * (i + 1) % 251
+                       for i in range(16)]).astype(np.uint8)
+    out = data.augment_images(tf.constant(images), tf.constant([4, 2], tf.int64)).numpy()
+    flipped = 0
+    for image, result in zip(images, out):
+        padded = np.pad(image, [(4, 4), (4, 4), (0, 0)], mode="reflect")
+        crops = [padded[i:i + 32, j:j + 32] for i in range(9) for j in range(9)]
+        plain = any(np.array_equal(result, c) for c in crops)
+        mirrored = any(np.array_equal(result, c[:, ::-1]) for c in crops)
+        assert plain or mirrored
+        flipped += mirrored and not plain
+    assert 0 < flipped < 16  # each image flips on its own coin
 
 
 def test_synthetic_sources_have_the_tutorial_shapes():

@@ -1,0 +1,75 @@
+"""Two local MultiWorkerMirroredStrategy workers: identical training, chief-only writes, resume."""
+
+import csv
+import glob
+import importlib.util
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import bn_keras.models  # noqa: F401 - registers our layers for loading
+from bn_keras.layers import BatchNormalization
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.multiprocess
+
+
+def _launcher():
+    path = os.path.join(ROOT, "experiments", "launch_local_workers.py")
+    spec = importlib.util.spec_from_file_location("launch_local_workers", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _train_args(workdir, epochs):
+    return ["--model=lenet", "--bn=custom", "--dataset=synthetic", "--synthetic_examples=256",
+            "--batch_size=16", f"--epochs={epochs}", f"--workdir={workdir}", "--bn_momentum=0.9"]
+
+
+def _epochs(path):
+    with open(path) as f:
+        return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+
+def test_two_workers_train_identical_weights_and_only_the_chief_writes(tmp_path):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    workdir = tmp_path / "run"
+    codes = _launcher().launch(2, _train_args(workdir, 1), timeout=600,
+                               env={"TMPDIR": str(scratch)})
+    assert codes == [0, 0]
+    for name in ("final.keras", "final_metrics.json", "checkpoints/best.keras", "metrics.csv"):
+        assert os.path.exists(workdir / name), name
+    assert glob.glob(str(workdir / "tensorboard" / "train" / "events.*"))
+    others = glob.glob(str(scratch / "bn_keras_*_worker1"))
+    assert len(others) == 1, "worker 1 writes to its own scratch directory"
+    chief = keras.models.load_model(workdir / "final.keras")
+    worker = keras.models.load_model(os.path.join(others[0], "final.keras"))
+    assert all(l.synchronized for l in chief.layers if isinstance(l, BatchNormalization))
+    for a, b in zip(chief.get_weights(), worker.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_killed_worker_stops_the_run_and_a_restart_resumes(tmp_path):
+    launcher = _launcher()
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    workdir = tmp_path / "run"
+    csv_path = workdir / "metrics.csv"
+
+    def kill_worker_after_first_epoch(procs):
+        if os.path.exists(csv_path) and _epochs(csv_path) and procs[1].poll() is None:
+            procs[1].kill()
+
+    args = _train_args(workdir, 3) + ["--synthetic_examples=1024"]
+    codes = launcher.launch(2, args, timeout=600, env={"TMPDIR": str(scratch)},
+                            watch=kill_worker_after_first_epoch)
+    assert codes[1] == -9 and codes[0] != 0  # the chief was stopped, not left hanging
+    done = _epochs(csv_path)
+    assert done and done == list(range(len(done))) and len(done) < 3
+    codes = launcher.launch(2, args, timeout=600, env={"TMPDIR": str(scratch)})
+    assert codes == [0, 0]
+    assert _epochs(csv_path) == [0, 1, 2]
