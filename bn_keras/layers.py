@@ -301,10 +301,10 @@ class BatchNormalization(keras.layers.Layer):
         return tf.reshape(y, tf.shape(inputs))
 
     def _batch_normalize_rows(self, x):
-        """Training-mode BN for channels-last inputs with few channels.
+        """Training-mode BN for channels-last inputs the fused kernel is slow on.
 
-        The fused kernel is slow when C is small (its per-channel reductions do
-        not vectorize), so this path views x as (N, R*C) rows, reduces over N
+        With few channels its per-channel reductions do not vectorize, and on
+        small or 2-D tensors its fixed cost dominates, so this path views x as (N, R*C) rows, reduces over N
         first (contiguous, vectorized) and then over R, and uses a hand-written
         gradient that needs two reductions and one pass over the data.
         """

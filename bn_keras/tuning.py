@@ -74,8 +74,7 @@ def search(tuner: keras_tuner.Tuner, epochs: int, logdir: str) -> list[dict[str,
     return rows
 
 
-def retrain_best(tuner: keras_tuner.Tuner, base: training.TrainConfig, workdir: str,
-                 epochs: int) -> dict[str, Any]:
+def retrain_best(tuner: keras_tuner.Tuner, workdir: str, epochs: int) -> dict[str, Any]:
     """Trains the best configuration from scratch and evaluates it on the test split."""
     best_hp = tuner.get_best_hyperparameters(1)[0]
     config = dataclasses.replace(tuner.hypermodel.trial_config(best_hp), epochs=epochs,

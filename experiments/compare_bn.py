@@ -121,7 +121,7 @@ def batch_statistics_accuracy(model_path: str, test) -> float:
     return correct / total
 
 
-def gradient_norm_rows(results, runs_dir, base, arms) -> list[dict]:
+def gradient_norm_rows(runs_dir, base, arms) -> list[dict]:
     """Per-layer gradient norms on a fixed batch: at initialization and after training."""
     import keras
 
@@ -202,7 +202,7 @@ def run(study: str, quick: bool, seeds: int, data_dir, output_dir: str, runs_dir
                     for s in range(seeds)]
             r["test_acc_batch_stats"] = st.mean_std(accs)
     if study == "depth":
-        grad_rows = gradient_norm_rows(results, study_runs, base, arms)
+        grad_rows = gradient_norm_rows(study_runs, base, arms)
         plot_path = os.path.join(output_dir, f"{stem}_grad_norms.png")
         plot_gradient_norms(grad_rows, plot_path)
         plots.append(plot_path)

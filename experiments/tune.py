@@ -49,7 +49,7 @@ def run(tuner_kind, model, dataset, data_dir, max_trials, max_epochs, train_exam
     training.set_seed(seed, deterministic=False)
     tuner = tuning.make_tuner(tuner_kind, base, workdir, max_trials, max_epochs, seed)
     rows = tuning.search(tuner, max_epochs, os.path.join(workdir, "tensorboard"))
-    best = tuning.retrain_best(tuner, base, workdir, max_epochs)
+    best = tuning.retrain_best(tuner, workdir, max_epochs)
     columns = ["trial", "val_accuracy", "bn", "bn_momentum", "learning_rate", "optimizer",
                "batch_size"] + [c for c in ("tuner/epochs",) if any(c in r for r in rows)]
     preamble = (f"# Hyperparameter search ({tuner_kind}, {model}, {dataset})\n\n"

@@ -1,10 +1,7 @@
 """The BN study machinery (bn_keras.study), the tutorial's network, and the keras-tuner search."""
 
-import importlib.util
-import json
 import os
 
-import keras
 import numpy as np
 import pytest
 
@@ -73,7 +70,7 @@ def test_tuner_runs_two_trials_and_retrains_the_best(tmp_path):
     assert len(rows) == 2
     assert {"bn", "learning_rate", "optimizer", "batch_size"} <= set(rows[0])
     assert rows[0]["val_accuracy"] >= rows[1]["val_accuracy"]
-    best = tuning.retrain_best(tuner, base, str(tmp_path), epochs=1)
+    best = tuning.retrain_best(tuner, str(tmp_path), epochs=1)
     assert best["hyperparameters"] == {k: v for k, v in rows[0].items()
                                        if k not in ("trial", "val_accuracy")}
     assert 0.0 <= best["test_accuracy"] <= 1.0

@@ -1,17 +1,15 @@
 """bn_keras.training.run end to end on synthetic data, and one real-data run."""
 
 import csv
-import glob
 import json
 import os
 
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
-from bn_keras import data, training
+from bn_keras import training
 from bn_keras.layers import BatchNormalization
 
 
