@@ -42,7 +42,12 @@ def arm(name: str, **overrides: Any) -> Arm:
 
 
 class LossEveryN(keras.callbacks.Callback):
-    """Mean training loss over each window of `n` mini-batches, as the tutorial printed it."""
+    """Mean training loss over each window of `n` mini-batches, as the tutorial printed it.
+
+    Works with `steps_per_execution` k > 1 too (Keras then reports every k-th step):
+    windows end on the first report at or after each multiple of `n` steps, so choose
+    k dividing `n` for windows of exactly `n`.
+    """
 
     def __init__(self, n: int):
         super().__init__()
@@ -51,17 +56,20 @@ class LossEveryN(keras.callbacks.Callback):
         self._step = 0
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_sum, self._window_sum, self._window_count = 0.0, 0.0, 0
+        self._epoch_sum, self._epoch_steps = 0.0, 0
+        self._window_sum, self._window_count = 0.0, 0
 
     def on_train_batch_end(self, batch, logs=None):
-        # Keras reports the running mean over the epoch so far; recover this batch's loss.
-        epoch_sum = float(logs["loss"]) * (batch + 1)
+        # Keras reports the running mean over the epoch so far (after batch + 1 steps);
+        # recover the sum of the losses of the steps since the last report.
+        steps = batch + 1
+        epoch_sum = float(logs["loss"]) * steps
         self._window_sum += epoch_sum - self._epoch_sum
-        self._epoch_sum = epoch_sum
-        self._window_count += 1
-        self._step += 1
-        if self._window_count == self.n:
-            self.points.append((self._step, self._window_sum / self.n))
+        self._window_count += steps - self._epoch_steps
+        self._step += steps - self._epoch_steps
+        self._epoch_sum, self._epoch_steps = epoch_sum, steps
+        if self._window_count >= self.n:
+            self.points.append((self._step, self._window_sum / self._window_count))
             self._window_sum, self._window_count = 0.0, 0
 
 

@@ -124,3 +124,22 @@ def test_real_cifar10_splits_and_statistics(cifar10_dir):
     np.testing.assert_allclose(x.numpy().mean(axis=(0, 1, 2)), 0.0, atol=0.05)
     np.testing.assert_allclose(x.numpy().std(axis=(0, 1, 2)), 1.0, atol=0.05)
     assert set(np.unique(y.numpy())) == set(range(10))
+
+
+def test_partly_read_pipeline_still_yields_every_batch_inside_tf_function():
+    # A probe batch read first used to leave tf.data's in-memory cache partly filled; the
+    # next full pass, inside a tf.function (as Keras runs steps_per_execution > 1), then
+    # finalized it truncated and every later epoch saw only the probe's batches.
+    @tf.function
+    def count(ds):
+        n = tf.constant(0)
+        for _ in ds:
+            n += 1
+        return n
+
+    with tfds.testing.mock_data(num_examples=2000):
+        for trial in range(3):
+            ds = data.cifar10_pipelines(batch_size=10, download=False)["test"]
+            next(iter(ds.unbatch().batch(256)))
+            assert int(count(ds)) == 200, trial
+            assert sum(1 for _ in ds) == 200, trial

@@ -37,6 +37,18 @@ def test_loss_every_n_recovers_window_means():
     assert callback.points == [(2, pytest.approx(3.0)), (4, pytest.approx(2.0))]
 
 
+def test_loss_every_n_is_the_same_with_steps_per_execution(tmp_path):
+    """Several steps per tf.function call (how the full study runs) give the same curve."""
+    curves = []
+    for k in (1, 2):
+        callback = study.LossEveryN(4)
+        training.run(_base(tmp_path / str(k), steps_per_execution=k, bn="custom"),
+                     extra_callbacks=[callback])
+        curves.append(callback.points)
+    assert [s for s, _ in curves[0]] == [s for s, _ in curves[1]] == [4, 8, 12, 16]
+    np.testing.assert_allclose([v for _, v in curves[1]], [v for _, v in curves[0]], rtol=1e-5)
+
+
 def test_epochs_to_reach():
     assert study.epochs_to_reach([0.3, 0.45, 0.55], 0.4) == 2
     assert study.epochs_to_reach([0.3], 0.4) is None
