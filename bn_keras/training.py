@@ -145,6 +145,13 @@ def set_seed(seed: int, deterministic: bool) -> None:
 
 
 def make_datasets(config: TrainConfig, global_batch: int, drop_remainder: bool) -> dict:
+    """Train/validation/test pipelines of global batches, a function of `config` alone.
+
+    tf.data combines each op seed (the shuffle's `config.seed`) with TensorFlow's global
+    seed, so the global seed is set here first: otherwise a pipeline built after another
+    run would shuffle by that run's seed, and a resumed study would not reproduce.
+    """
+    set_seed(config.seed, config.deterministic)
     if config.dataset == "synthetic":
         return data.synthetic_pipelines(
             global_batch, num_train=config.synthetic_examples,

@@ -2,6 +2,7 @@
 
 import os
 
+import keras
 import numpy as np
 import pytest
 
@@ -47,6 +48,18 @@ def test_loss_every_n_is_the_same_with_steps_per_execution(tmp_path):
         curves.append(callback.points)
     assert [s for s, _ in curves[0]] == [s for s, _ in curves[1]] == [4, 8, 12, 16]
     np.testing.assert_allclose([v for _, v in curves[1]], [v for _, v in curves[0]], rtol=1e-5)
+
+
+def test_a_run_does_not_depend_on_the_runs_before_it(tmp_path):
+    """A resumed study (earlier runs cached, not re-trained) reproduces the uncached runs."""
+    arms = [study.arm("no_bn", bn="none")]
+    both = study.run_study(arms, [0, 1], _base(tmp_path, epochs=1), str(tmp_path / "both"),
+                           loss_every=2)
+    keras.utils.set_random_seed(123)  # whatever else ran earlier in this process
+    alone = study.run_study(arms, [1], _base(tmp_path, epochs=1), str(tmp_path / "alone"),
+                            loss_every=2)
+    assert alone[0]["loss_curve"] == both[1]["loss_curve"]
+    assert alone[0]["test_accuracy"] == both[1]["test_accuracy"]
 
 
 def test_epochs_to_reach():
