@@ -56,6 +56,7 @@ class BNDiagnostics(keras.callbacks.Callback):
         self.probe_labels = tf.convert_to_tensor(probe_labels)
         self.every_n_steps = every_n_steps
         self._writer = None
+        self._written_at = -1
         self._probe = None
         self._relus = []
 
@@ -73,11 +74,15 @@ class BNDiagnostics(keras.callbacks.Callback):
         self.write()
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.every_n_steps and self._step() % self.every_n_steps == 0:
+        # With steps_per_execution Keras reports every k-th step only: write whenever
+        # a multiple of every_n_steps has been passed since the last write.
+        n = self.every_n_steps
+        if n and self._step() // n > self._written_at // n:
             self.write()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.write()
+        if self._step() != self._written_at:
+            self.write()
 
     def on_train_end(self, logs=None):
         if self._writer is not None:
@@ -116,8 +121,10 @@ class BNDiagnostics(keras.callbacks.Callback):
 
     def write(self) -> None:
         values = self.compute()
-        step = self._step()
-        with self._writer.as_default(step=step):
+        step = self._written_at = self._step()
+        # Keras' TensorBoard callback wraps training in record_if(its own batch counter
+        # % update_freq == 0), which would drop most of these; record them regardless.
+        with self._writer.as_default(step=step), tf.summary.record_if(True):
             for name, weights in values["bn"].items():
                 tf.summary.histogram(f"bn/{name}", weights)
             for name, norm in values["grad_norm"].items():
@@ -127,3 +134,18 @@ class BNDiagnostics(keras.callbacks.Callback):
                 tf.summary.scalar(f"preactivation_std/{name}", float(preact.std()))
                 tf.summary.histogram(f"preactivation/{name}", preact)
         self._writer.flush()
+
+
+def read_scalars(logdir: str, prefix: str) -> dict[str, list[tuple[int, float]]]:
+    """Reads back scalars a writer put under `logdir`: {tag without `prefix`: [(step, value)]}.
+
+    For example `read_scalars(<tensorboard>/bn_diagnostics, "grad_norm/")` gives each
+    layer's gradient norm over training.
+    """
+    from tensorboard.backend.event_processing import event_accumulator
+
+    accumulator = event_accumulator.EventAccumulator(logdir, size_guidance={"tensors": 0})
+    accumulator.Reload()
+    return {tag[len(prefix):]: [(e.step, float(tf.make_ndarray(e.tensor_proto)))
+                                for e in accumulator.Tensors(tag)]
+            for tag in accumulator.Tags()["tensors"] if tag.startswith(prefix)}

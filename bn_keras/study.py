@@ -41,49 +41,92 @@ def arm(name: str, **overrides: Any) -> Arm:
     return Arm(name, tuple(sorted(overrides.items())))
 
 
-class LossEveryN(keras.callbacks.Callback):
+class _EpochLog(keras.callbacks.Callback):
+    """A per-epoch record kept in a JSON file, so a run resumed by BackupAndRestore keeps
+    what the epochs before the interruption recorded (and drops the unfinished epoch's)."""
+
+    def __init__(self, path: str | None):
+        super().__init__()
+        self.path = path
+        self.records: list = []
+        if path and os.path.exists(path):
+            with open(path) as f:
+                self.records = json.load(f)
+
+    def _keep_epochs_before(self, epoch: int) -> None:
+        self.records = [r for r in self.records if r[-1] <= epoch]  # r[-1]: 1-based epoch
+
+    def _save(self) -> None:
+        if self.path:
+            tmp = f"{self.path}.tmp"
+            with open(tmp, "w") as f:
+                json.dump(self.records, f)
+            os.replace(tmp, self.path)
+
+
+class LossEveryN(_EpochLog):
     """Mean training loss over each window of `n` mini-batches, as the tutorial printed it.
 
-    Works with `steps_per_execution` k > 1 too (Keras then reports every k-th step):
-    windows end on the first report at or after each multiple of `n` steps, so choose
-    k dividing `n` for windows of exactly `n`.
+    `points` holds (global mini-batch, window mean, 1-based epoch). Windows restart every
+    epoch, like the tutorial's running loss; an epoch's tail shorter than `n` is not
+    reported. With `steps_per_execution` k > 1 Keras reports every k-th step only; a
+    window then ends at the first report at or after `n` steps (k dividing `n` gives
+    windows of exactly `n`). The running mean Keras reports weights batches by size, so
+    a window holding an epoch's short last batch is slightly approximate.
     """
 
-    def __init__(self, n: int):
-        super().__init__()
+    def __init__(self, n: int, path: str | None = None):
+        super().__init__(path)
         self.n = n
-        self.points: list[tuple[int, float]] = []  # (global mini-batch, mean loss of the window)
         self._step = 0
 
+    @property
+    def points(self) -> list:
+        return self.records
+
     def on_epoch_begin(self, epoch, logs=None):
+        self._keep_epochs_before(epoch)
+        if self.params and self.params.get("steps"):
+            self._step = epoch * self.params["steps"]
+        self._epoch = epoch + 1
         self._epoch_sum, self._epoch_steps = 0.0, 0
         self._window_sum, self._window_count = 0.0, 0
 
     def on_train_batch_end(self, batch, logs=None):
-        # Keras reports the running mean over the epoch so far (after batch + 1 steps);
-        # recover the sum of the losses of the steps since the last report.
-        steps = batch + 1
+        # Keras reports the running mean over the epoch so far; recover the sum of the
+        # losses of the steps since its last report.
+        steps = training.steps_done(self.params, batch)
         epoch_sum = float(logs["loss"]) * steps
         self._window_sum += epoch_sum - self._epoch_sum
         self._window_count += steps - self._epoch_steps
         self._step += steps - self._epoch_steps
         self._epoch_sum, self._epoch_steps = epoch_sum, steps
         if self._window_count >= self.n:
-            self.points.append((self._step, self._window_sum / self._window_count))
+            self.records.append((self._step, self._window_sum / self._window_count, self._epoch))
             self._window_sum, self._window_count = 0.0, 0
 
+    def on_epoch_end(self, epoch, logs=None):
+        self._save()
 
-class EvaluateEachEpoch(keras.callbacks.Callback):
+
+class EvaluateEachEpoch(_EpochLog):
     """Test accuracy after every epoch (the tutorial's per-epoch test figure)."""
 
-    def __init__(self, dataset: tf.data.Dataset):
-        super().__init__()
+    def __init__(self, dataset: tf.data.Dataset, path: str | None = None):
+        super().__init__(path)
         self.dataset = dataset
-        self.accuracy: list[float] = []
+
+    @property
+    def accuracy(self) -> list[float]:
+        return [accuracy for accuracy, _ in self.records]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._keep_epochs_before(epoch)
 
     def on_epoch_end(self, epoch, logs=None):
         _, accuracy = self.model.evaluate(self.dataset, verbose=0)
-        self.accuracy.append(float(accuracy))
+        self.records.append((float(accuracy), epoch + 1))
+        self._save()
 
 
 def run_study(arms: Sequence[Arm], seeds: Sequence[int], base: training.TrainConfig,
@@ -107,7 +150,8 @@ def run_study(arms: Sequence[Arm], seeds: Sequence[int], base: training.TrainCon
             continue
         log.info("[%d/%d] %s seed %d", i, total, a.name, seed)
         datasets = training.make_datasets(config, config.batch_size, drop_remainder=False)
-        loss_cb, acc_cb = LossEveryN(loss_every), EvaluateEachEpoch(datasets["test"])
+        loss_cb = LossEveryN(loss_every, os.path.join(run_dir, "loss_curve.json"))
+        acc_cb = EvaluateEachEpoch(datasets["test"], os.path.join(run_dir, "test_accuracy.json"))
         start = time.perf_counter()
         metrics = training.run(config, datasets_override=datasets,
                                extra_callbacks=[loss_cb, acc_cb])
@@ -148,10 +192,13 @@ def epochs_to_reach(accuracies: Sequence[float], threshold: float) -> int | None
 
 
 def mean_std(values: Sequence[float]) -> str:
-    values = [v for v in values if v is not None and np.isfinite(v)]
-    if not values:
+    """'mean ± sample std' of the finite values; '(n=k)' when some were NaN or missing."""
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    if not finite:
         return "-"
-    return f"{np.mean(values):.4f} ± {np.std(values):.4f}" if len(values) > 1 else f"{values[0]:.4f}"
+    text = (f"{np.mean(finite):.4f} ± {np.std(finite, ddof=1):.4f}" if len(finite) > 1
+            else f"{finite[0]:.4f}")
+    return text + (f" (n={len(finite)})" if len(finite) < len(values) else "")
 
 
 def summarize(results: Sequence[dict], thresholds: Sequence[float] = (0.4, 0.5)) -> list[dict]:
@@ -174,6 +221,59 @@ def summarize(results: Sequence[dict], thresholds: Sequence[float] = (0.4, 0.5))
                 ", ".join("-" if e is None else str(e) for e in reached))
         rows.append(row)
     return rows
+
+
+def per_epoch_rows(results: Sequence[dict]) -> list[dict]:
+    """Epoch x arm: test accuracy after the epoch and mean training loss during it (mean ± std).
+
+    The loss is the mean of the epoch's loss windows, the tutorial's printed numbers
+    averaged per epoch.
+    """
+    names = list(dict.fromkeys(r["arm"] for r in results))
+    epochs = max((len(r["test_accuracy_per_epoch"]) for r in results), default=0)
+    rows = []
+    for epoch in range(1, epochs + 1):
+        row: dict[str, Any] = {"epoch": epoch}
+        for name in names:
+            runs = [r for r in results if r["arm"] == name]
+            row[f"{name} test acc"] = mean_std([
+                r["test_accuracy_per_epoch"][epoch - 1] if len(r["test_accuracy_per_epoch"])
+                >= epoch else None for r in runs])
+            windows = [[p[1] for p in r["loss_curve"] if p[2] == epoch] for r in runs]
+            row[f"{name} train loss"] = mean_std([float(np.mean(w)) if w else None
+                                                  for w in windows])
+        rows.append(row)
+    return rows
+
+
+def agreement(results: Sequence[dict], first: str, second: str) -> dict[str, Any]:
+    """Do two arms agree within seed noise? Final test accuracy and loss curves compared.
+
+    A rough noise check, not a significance test (3 seeds are too few for one): the
+    accuracies agree when their means differ by at most two standard errors of the
+    difference; the curves, window by window, when the mean curves differ by at most
+    the larger of the two arms' seed ranges. Curves are cut to the shortest run.
+    """
+    runs = {n: [r for r in results if r["arm"] == n] for n in (first, second)}
+    a, b = (np.array([r["test_accuracy"] for r in runs[n]]) for n in (first, second))
+    difference = float(a.mean() - b.mean())
+    two_se = (float(2 * np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)))
+              if min(len(a), len(b)) > 1 else float("nan"))
+    curves = {n: [np.asarray([p[1] for p in r["loss_curve"]], dtype=float) for r in runs[n]]
+              for n in runs}
+    length = min(len(c) for n in curves for c in curves[n])
+    stacked = [np.stack([c[:length] for c in curves[n]]) for n in (first, second)]
+    identical = bool(np.array_equal(a, b) and all(
+        len(x) == len(y) and np.array_equal(x, y) for x, y in zip(curves[first], curves[second]))
+        and all(x["test_accuracy_per_epoch"] == y["test_accuracy_per_epoch"]
+                for x, y in zip(runs[first], runs[second])))
+    gap = np.abs(stacked[0].mean(0) - stacked[1].mean(0))
+    spread = np.maximum(np.ptp(stacked[0], axis=0), np.ptp(stacked[1], axis=0))
+    return {"accuracy_difference": difference, "two_standard_errors": two_se,
+            "accuracy_agrees": identical or abs(difference) <= two_se,
+            "windows": length, "windows_within_seed_range": int(np.sum(gap <= spread)),
+            "max_curve_gap": float(np.nanmax(gap)) if length else float("nan"),
+            "identical": identical}
 
 
 def axes():
@@ -227,7 +327,7 @@ def plot_metric_vs(results: Sequence[dict], x_key: str, path: str, title: str,
     for family, points in families.items():
         xs = sorted(points)
         means = [np.mean(points[x]) for x in xs]
-        stds = [np.std(points[x]) for x in xs]
+        stds = [np.std(points[x], ddof=1) if len(points[x]) > 1 else 0.0 for x in xs]
         ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=family)
     if log_x:
         ax.set_xscale("log", base=2 if x_key == "batch_size" else 10)

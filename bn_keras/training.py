@@ -98,6 +98,16 @@ class TrainConfig:
                              "or bn=custom.")
 
 
+def steps_done(params: dict | None, batch: int) -> int:
+    """Training steps finished in the epoch when Keras reports the end of `batch`.
+
+    With `steps_per_execution` k Keras reports each chunk of k steps by its last index,
+    begin + k - 1, even for an epoch's shorter final chunk; the epoch's length caps it.
+    """
+    total = (params or {}).get("steps")
+    return min(batch + 1, total) if total else batch + 1
+
+
 class _Throughput(keras.callbacks.Callback):
     """Training images per second of each epoch (wall time, input pipeline included)."""
 
@@ -110,7 +120,7 @@ class _Throughput(keras.callbacks.Callback):
         self._start, self._steps = time.perf_counter(), 0
 
     def on_train_batch_end(self, batch, logs=None):
-        self._steps = batch + 1
+        self._steps = steps_done(self.params, batch)
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self._start

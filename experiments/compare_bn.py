@@ -85,7 +85,8 @@ def plan(study: str, quick: bool, data_dir: str | None):
     if study == "depth":
         base = _replace(base, model="resnet20", optimizer="sgd", learning_rate=0.1,
                         batch_size=128, epochs=1 if quick else 10,
-                        train_examples=5_000 if quick else None, **QUICK_MOMENTUM[quick])
+                        train_examples=5_000 if quick else None, diagnostics_every_n_steps=20,
+                        **QUICK_MOMENTUM[quick])
         return base, [st.arm("resnet20_no_bn", bn="none"), st.arm("resnet20_bn", bn="custom")], 20
     if study == "placement":
         base = _replace(base, optimizer="adam", learning_rate=1e-3, batch_size=128,
@@ -103,6 +104,23 @@ def _replace(config, **changes):
     import dataclasses
 
     return dataclasses.replace(config, **changes)
+
+
+def agreement_text(results, first: str, second: str) -> str:
+    """One paragraph: do two arms agree within seed noise (bn_keras.study.agreement)?"""
+    from bn_keras import study as st
+
+    a = st.agreement(results, first, second)
+    if a["identical"]:
+        return (f"\n{first} vs {second}: seed for seed, the runs are identical (same test "
+                f"accuracies, same loss curves).\n")
+    within = "within" if a["accuracy_agrees"] else "beyond"
+    return (f"\n{first} vs {second}: final test accuracy differs by "
+            f"{a['accuracy_difference']:+.4f}, {within} two standard errors of the difference "
+            f"({a['two_standard_errors']:.4f}; a rough seed-noise check, not a significance "
+            f"test); the mean loss curves are within the seed range in "
+            f"{a['windows_within_seed_range']} of {a['windows']} windows (largest gap "
+            f"{a['max_curve_gap']:.4f}).\n")
 
 
 def batch_statistics_accuracy(model_path: str, test) -> float:
@@ -159,13 +177,34 @@ def plot_gradient_norms(rows, path):
              "conv layer (input -> output)", "||dL/dW||")
 
 
+def plot_gradient_norms_during_training(runs_dir, grad_rows, path):
+    """Gradient norms of the first, middle and last conv layer over training (seed 0)."""
+    from bn_keras import diagnostics
+    from bn_keras import study as st
+
+    fig, ax = st.axes()
+    for arm_name, style in zip(dict.fromkeys(r["arm"] for r in grad_rows), ("-", "--")):
+        convs = [r["layer"] for r in grad_rows
+                 if r["arm"] == arm_name and r["when"] == "init" and "conv" in r["layer"]]
+        series = diagnostics.read_scalars(
+            os.path.join(runs_dir, f"{arm_name}_seed0", "tensorboard", "bn_diagnostics"),
+            "grad_norm/")
+        for layer, color in zip((convs[0], convs[len(convs) // 2], convs[-1]), ("C0", "C1", "C2")):
+            steps, norms = zip(*series[layer])
+            ax.plot(steps, norms, style, color=color, label=f"{arm_name}: {layer}")
+    ax.set_yscale("log")
+    st.save_figure(fig, ax, path, "Gradient norms during training, ResNet-20 (seed 0)",
+                   "training step", "||dL/dW|| on a fixed batch")
+
+
 def run(study: str, quick: bool, seeds: int, data_dir, output_dir: str, runs_dir: str) -> dict:
     from bn_keras import study as st
     from bn_keras import tables, training
 
     base, arms, loss_every = plan(study, quick, data_dir)
-    # One tf.function call per loss window: the same numbers as one step per call (tested),
-    # without Python's per-step overhead, which dominates LeNet at batch 10.
+    # One tf.function call per loss window: the same training as one step per call
+    # (tests/test_study.py), without Python's per-step overhead, which dominates LeNet at
+    # batch 10.
     base = _replace(base, steps_per_execution=loss_every)
     mode = "quick" if quick else "full"
     study_runs = os.path.join(runs_dir, f"{study}_{mode}")
@@ -190,6 +229,14 @@ def run(study: str, quick: bool, seeds: int, data_dir, output_dir: str, runs_dir
             for epoch in (5, 10):
                 if all(len(p) >= epoch for p in per_epoch):
                     r[f"test_acc_epoch_{epoch}"] = st.mean_std([p[epoch - 1] for p in per_epoch])
+        if seeds > 1:
+            extra += "".join(agreement_text(results, *pair) for pair in (
+                ("keras_bn", "our_bn"), ("no_bn", "tutorial_as_written")))
+    if study in ("compare", "placement", "momentum", "depth"):
+        epoch_rows = st.per_epoch_rows(results)
+        extra += ("\nPer epoch (mean ± std over seeds): test accuracy after the epoch, mean "
+                  "training loss during it.\n\n"
+                  + tables.markdown_table(epoch_rows, list(epoch_rows[0])))
     if study in ("lr", "batch"):
         key = "learning_rate" if study == "lr" else "batch_size"
         plots.append(st.plot_metric_vs(results, key, os.path.join(output_dir, f"{stem}.png"),
@@ -209,6 +256,9 @@ def run(study: str, quick: bool, seeds: int, data_dir, output_dir: str, runs_dir
         plot_path = os.path.join(output_dir, f"{stem}_grad_norms.png")
         plot_gradient_norms(grad_rows, plot_path)
         plots.append(plot_path)
+        plot_path = os.path.join(output_dir, f"{stem}_grad_norms_training.png")
+        plot_gradient_norms_during_training(study_runs, grad_rows, plot_path)
+        plots.append(plot_path)
         extra += "\n" + tables.markdown_table(grad_rows, ["arm", "when", "layer", "grad_norm"])
     wall = time.perf_counter() - start
     columns = list(dict.fromkeys(k for r in rows for k in r))
@@ -218,7 +268,8 @@ def run(study: str, quick: bool, seeds: int, data_dir, output_dir: str, runs_dir
                 f"epochs={base.epochs}, training examples="
                 f"{base.train_examples or 45000}, seeds={seeds}; real CIFAR-10, test split "
                 f"for the accuracies. Wall time of this invocation: {wall:.0f} s "
-                f"(cached runs are not re-trained).\n\n")
+                f"(cached runs are not re-trained); training and evaluation time summed over "
+                f"the {len(results)} runs: {sum(r['wall_seconds'] for r in results):.0f} s.\n\n")
     body = "".join(f"\n![{os.path.basename(p)}]({os.path.basename(p)})\n" for p in plots)
     md, csv_path = tables.write_table(rows, columns, output_dir, stem, preamble)
     with open(md, "a") as f:

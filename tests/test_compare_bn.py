@@ -23,7 +23,8 @@ def _load_script():
 @pytest.mark.parametrize("name, arms, plots, window", [
     ("compare", ["no_bn", "tutorial_as_written", "keras_bn", "our_bn"], ["_loss.png"], 500),
     ("momentum", ["momentum_0.9", "momentum_0.99"], ["_loss.png"], 50),
-    ("depth", ["resnet20_no_bn", "resnet20_bn"], ["_loss.png", "_grad_norms.png"], 20),
+    ("depth", ["resnet20_no_bn", "resnet20_bn"], ["_loss.png", "_grad_norms.png",
+                                              "_grad_norms_training.png"], 20),
 ])
 def test_quick_study_writes_report_table_and_plots(tmp_path, name, arms, plots, window):
     script = _load_script()
@@ -42,6 +43,11 @@ def test_quick_study_writes_report_table_and_plots(tmp_path, name, arms, plots, 
         assert f"](study_{name}_quick{suffix})" in report
     # One tf.function call per loss window, and every run's settings are recorded.
     assert {r["config"]["steps_per_execution"] for r in out["results"]} == {window}
+    assert f"| epoch | {arms[0]} test acc | {arms[0]} train loss |" in report
+    if name == "compare":
+        assert "keras_bn vs our_bn: " in report
+        # The tutorial's network is the no-BN network: same seed, same run.
+        assert "no_bn vs tutorial_as_written: seed for seed, the runs are identical" in report
     if name == "momentum":
         assert all(r["test_acc_batch_stats"] != "-" for r in table)
     if name == "depth":

@@ -29,13 +29,43 @@ def test_tutorial_network_is_the_no_bn_network():
                                atol=1e-6)
 
 
+def _report(callback, epoch, batch_losses, k, steps):
+    """Feeds `callback` an epoch as Keras reports it: every k-th step, running means."""
+    callback.set_params({"steps": steps, "epochs": 3})
+    callback.on_epoch_begin(epoch)
+    for end in range(k - 1, steps + k - 1, k):  # Keras: begin + k - 1, even past the end
+        callback.on_train_batch_end(end, {"loss": np.mean(batch_losses[: end + 1])})
+    callback.on_epoch_end(epoch)
+
+
 def test_loss_every_n_recovers_window_means():
     callback = study.LossEveryN(2)
-    callback.on_epoch_begin(0)
-    for batch, loss in enumerate([4.0, 2.0, 3.0, 1.0]):  # per-batch losses
-        running_mean = np.mean([4.0, 2.0, 3.0, 1.0][: batch + 1])
-        callback.on_train_batch_end(batch, {"loss": running_mean})
-    assert callback.points == [(2, pytest.approx(3.0)), (4, pytest.approx(2.0))]
+    _report(callback, 0, [4.0, 2.0, 3.0, 1.0], k=1, steps=4)
+    assert callback.points == [(2, pytest.approx(3.0), 1), (4, pytest.approx(2.0), 1)]
+
+
+def test_loss_every_n_caps_a_short_last_chunk_and_keeps_global_steps():
+    callback = study.LossEveryN(4)
+    losses = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 100.0]  # 9 steps, reported every 4
+    _report(callback, 0, losses, k=4, steps=9)
+    _report(callback, 1, losses, k=4, steps=9)
+    # The 9th step (a chunk of 1 reported as step 11) is too short a window; epoch 2
+    # starts at global step 9, not 12.
+    assert callback.points == [(4, pytest.approx(2.5), 1), (8, pytest.approx(6.5), 1),
+                               (13, pytest.approx(2.5), 2), (17, pytest.approx(6.5), 2)]
+
+
+def test_epoch_logs_survive_a_resumed_run(tmp_path):
+    path = str(tmp_path / "loss.json")
+    first = study.LossEveryN(2, path)
+    _report(first, 0, [4.0, 2.0], k=1, steps=2)
+    _report(first, 1, [1.0, 1.0], k=1, steps=2)
+    first.on_epoch_begin(2)
+    first.set_params({"steps": 2})
+    first.on_train_batch_end(1, {"loss": 9.0})  # epoch 3 is interrupted before its end
+    resumed = study.LossEveryN(2, path)  # BackupAndRestore restarts epoch 3 (index 2)
+    _report(resumed, 2, [5.0, 5.0], k=1, steps=2)
+    assert resumed.points == [[2, 3.0, 1], [4, 1.0, 2], (6, pytest.approx(5.0), 3)]
 
 
 def test_loss_every_n_is_the_same_with_steps_per_execution(tmp_path):
@@ -46,8 +76,8 @@ def test_loss_every_n_is_the_same_with_steps_per_execution(tmp_path):
         training.run(_base(tmp_path / str(k), steps_per_execution=k, bn="custom"),
                      extra_callbacks=[callback])
         curves.append(callback.points)
-    assert [s for s, _ in curves[0]] == [s for s, _ in curves[1]] == [4, 8, 12, 16]
-    np.testing.assert_allclose([v for _, v in curves[1]], [v for _, v in curves[0]], rtol=1e-5)
+    assert [p[0] for p in curves[0]] == [p[0] for p in curves[1]] == [4, 8, 12, 16]
+    np.testing.assert_allclose([p[1] for p in curves[1]], [p[1] for p in curves[0]], rtol=1e-5)
 
 
 def test_a_run_does_not_depend_on_the_runs_before_it(tmp_path):
@@ -60,6 +90,44 @@ def test_a_run_does_not_depend_on_the_runs_before_it(tmp_path):
                             loss_every=2)
     assert alone[0]["loss_curve"] == both[1]["loss_curve"]
     assert alone[0]["test_accuracy"] == both[1]["test_accuracy"]
+
+
+def _fake_run(arm, seed, accuracies, losses, windows_per_epoch=2):
+    return {"arm": arm, "seed": seed, "test_accuracy": accuracies[-1],
+            "test_accuracy_per_epoch": accuracies,
+            "loss_curve": [[2 * (i + 1), v, i // windows_per_epoch + 1]
+                           for i, v in enumerate(losses)]}
+
+
+def test_per_epoch_rows_average_each_epochs_loss_windows():
+    results = [_fake_run("a", 0, [0.3, 0.5], [4.0, 2.0, 1.0, 1.0]),
+               _fake_run("a", 1, [0.5, 0.7], [2.0, 2.0, 3.0, 1.0]),
+               _fake_run("a", 2, [0.4], [3.0, float("nan")])]  # diverged in epoch 1
+    rows = study.per_epoch_rows(results)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert rows[0]["a test acc"] == "0.4000 ± 0.1000"  # sample std (ddof=1)
+    assert rows[0]["a train loss"] == "2.5000 ± 0.7071 (n=2)"  # windows (4, 2), (2, 2)
+    assert rows[1]["a train loss"] == "1.5000 ± 0.7071 (n=2)"  # windows (1, 1), (3, 1)
+    assert rows[1]["a test acc"] == "0.6000 ± 0.1414 (n=2)"
+
+
+def test_agreement_separates_noise_from_a_real_difference():
+    base = [_fake_run("x", s, [a], [2.0 + d, 1.5 + d])
+            for s, (a, d) in enumerate([(0.50, 0.0), (0.52, 0.1), (0.48, -0.1)])]
+    close = [_fake_run("y", s, [a], [2.0 + d, 1.5 + d])
+             for s, (a, d) in enumerate([(0.51, 0.05), (0.49, -0.05), (0.50, 0.0)])]
+    far = [_fake_run("z", s, [a], [1.0, 0.5]) for s, a in enumerate([0.60, 0.61, 0.62])]
+    near = study.agreement(base + close, "x", "y")
+    assert near["accuracy_agrees"] and near["windows_within_seed_range"] == 2
+    assert not near["identical"]
+    apart = study.agreement(base + far, "x", "z")
+    assert not apart["accuracy_agrees"] and apart["windows_within_seed_range"] == 0
+    same = study.agreement(base + [dict(r, arm="w") for r in base], "x", "w")
+    assert same["identical"] and same["accuracy_agrees"] and same["accuracy_difference"] == 0
+    # A diverged seed (shorter, NaN curve) is compared over the common windows.
+    short = [dict(close[0], loss_curve=[[2, float("nan"), 1]])] + close[1:]
+    cut = study.agreement(base + short, "x", "y")
+    assert cut["windows"] == 1 and not np.isnan(cut["two_standard_errors"])
 
 
 def test_epochs_to_reach():

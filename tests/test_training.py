@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
-from bn_keras import training
+from bn_keras import diagnostics, training
 from bn_keras.layers import BatchNormalization
 
 
@@ -62,6 +62,22 @@ def test_tensorboard_holds_scalars_and_bn_diagnostics(tmp_path):
         for weight in ("gamma", "beta", "moving_mean", "moving_variance"):
             assert f"bn/{layer}_bn/{weight}" in diag
     assert "grad_norm/logits" in diag
+    # At the start and after each of the 2 epochs of 16 steps; norms read back as numbers.
+    norms = diagnostics.read_scalars(str(tb / "bn_diagnostics"), "grad_norm/")
+    assert set(norms) == {"conv1", "conv2", "fc1", "fc2", "logits"} | {
+        f"{layer}_bn" for layer in ("conv1", "conv2", "fc1", "fc2")}
+    assert [step for step, _ in norms["conv1"]] == [0, 16, 32]
+    assert all(np.isfinite(v) and v > 0 for _, v in norms["conv1"])
+
+
+def test_diagnostics_every_n_steps_with_chunks_that_do_not_divide_the_epoch(tmp_path):
+    # 10 steps per epoch, reported every 4 (steps_per_execution): writes at the start, on
+    # passing each multiple of 4, and at each epoch's end, each step once.
+    training.run(_config(tmp_path, synthetic_examples=320, steps_per_execution=4,
+                         diagnostics_every_n_steps=4))
+    norms = diagnostics.read_scalars(str(tmp_path / "tensorboard" / "bn_diagnostics"),
+                                     "grad_norm/")
+    assert [step for step, _ in norms["conv1"]] == [0, 4, 8, 10, 14, 18, 20]
 
 
 def test_same_seed_gives_identical_runs(tmp_path):
