@@ -127,6 +127,8 @@ class EvaluateEachEpoch(_EpochLog):
         _, accuracy = self.model.evaluate(self.dataset, verbose=0)
         self.records.append((float(accuracy), epoch + 1))
         self._save()
+        log.info("  epoch %d/%s: test accuracy %.4f", epoch + 1, self.params.get("epochs", "?"),
+                 accuracy)
 
 
 def run_study(arms: Sequence[Arm], seeds: Sequence[int], base: training.TrainConfig,

@@ -40,3 +40,18 @@ def mirrored_strategy():
     devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
     assert len(devices) == 2
     return tf.distribute.MirroredStrategy(devices)
+
+
+@pytest.fixture
+def experiment():
+    """Imports an experiments/ script as a module: experiment("compare_bn").run(...)."""
+    import importlib.util
+
+    def load(name):
+        path = os.path.join(_REPO, "experiments", f"{name}.py")
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

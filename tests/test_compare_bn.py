@@ -1,7 +1,6 @@
 """experiments/compare_bn.py: each study's report, table and plots, on mocked CIFAR-10."""
 
 import csv
-import importlib.util
 import os
 import subprocess
 import sys
@@ -13,21 +12,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "experiments", "compare_bn.py")
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("compare_bn", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("name, arms, plots, window", [
     ("compare", ["no_bn", "tutorial_as_written", "keras_bn", "our_bn"], ["_loss.png"], 500),
     ("momentum", ["momentum_0.9", "momentum_0.99"], ["_loss.png"], 50),
     ("depth", ["resnet20_no_bn", "resnet20_bn"], ["_loss.png", "_grad_norms.png",
                                               "_grad_norms_training.png"], 20),
 ])
-def test_quick_study_writes_report_table_and_plots(tmp_path, name, arms, plots, window):
-    script = _load_script()
+def test_quick_study_writes_report_table_and_plots(tmp_path, experiment, name, arms, plots,
+                                                  window):
+    script = experiment("compare_bn")
     with tfds.testing.mock_data(num_examples=40):
         out = script.run(name, quick=True, seeds=2, data_dir=None,
                          output_dir=str(tmp_path / "results"), runs_dir=str(tmp_path / "runs"))

@@ -1,7 +1,6 @@
 """experiments/validate_bn.py: the comparison table as files, and its command line."""
 
 import csv
-import importlib.util
 import os
 import subprocess
 import sys
@@ -10,15 +9,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "experiments", "validate_bn.py")
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("validate_bn", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_quick_run_writes_markdown_and_csv(tmp_path):
-    rows = _load_script().run(str(tmp_path), steps=3, timing_iterations=2, quick=True)
+def test_quick_run_writes_markdown_and_csv(tmp_path, experiment):
+    rows = experiment("validate_bn").run(str(tmp_path), steps=3, timing_iterations=2, quick=True)
     assert len(rows) == 4 and all(r["passed"] for r in rows)
     with open(tmp_path / "validation.csv") as f:
         table = list(csv.DictReader(f))
