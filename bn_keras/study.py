@@ -304,7 +304,9 @@ def save_figure(fig, ax, path: str, title: str, xlabel: str, ylabel: str) -> str
 def plot_loss_curves(results: Sequence[dict], path: str, title: str) -> str:
     """Mean training loss per window, one line per arm with a min-max band over seeds."""
     fig, ax = axes()
-    for name in dict.fromkeys(r["arm"] for r in results):
+    names = dict.fromkeys(r["arm"] for r in results)
+    # Arms that train alike draw on top of each other: a line style each keeps them visible.
+    for name, style in zip(names, ("-", "--", "-.", ":") * len(names)):
         curves = [np.asarray(r["loss_curve"]) for r in results if r["arm"] == name
                   and r["loss_curve"]]
         if not curves:
@@ -312,7 +314,8 @@ def plot_loss_curves(results: Sequence[dict], path: str, title: str) -> str:
         length = min(len(c) for c in curves)
         steps = curves[0][:length, 0]
         losses = np.stack([c[:length, 1] for c in curves])
-        ax.plot(steps, losses.mean(0), label=f"{name} ({len(curves)} seeds)")
+        ax.plot(steps, losses.mean(0), style, linewidth=1.2,
+                label=f"{name} ({len(curves)} seeds)")
         ax.fill_between(steps, losses.min(0), losses.max(0), alpha=0.2)
     return save_figure(fig, ax, path, title, "mini-batch", "mean training loss of the window")
 

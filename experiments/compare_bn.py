@@ -12,7 +12,8 @@
   momentum   BN momentum 0.9 vs 0.99; test accuracy with moving vs batch statistics.
 
 --quick runs a reduced version (a training subset, fewer epochs, BN momentum 0.9 where
-runs are only tens of steps long; about 10 minutes on 2 cores); the full one follows the settings above (up to about 2 hours). Each report
+runs are only tens of steps long; 2-9 minutes each on 2 cores); the full one trains on all
+45,000 training images (10 epochs; lr 5, batch 2), up to about 2 hours. Each report
 (experiments/results/study_<name>[_quick].md, PNG plots beside it) says which mode
 produced it and the exact command. Runs are cached under --runs_dir: rerunning the same
 command resumes an interrupted study. TensorBoard: --logdir=<runs_dir> (HParams tab).
@@ -26,6 +27,7 @@ from bn_keras import cli
 
 cli.quiet_tensorflow()
 
+import math  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -71,7 +73,9 @@ def plan(study: str, quick: bool, data_dir: str | None):
         return base, arms, 50
     if study == "batch":
         sizes = (2, 8, 32, 128) if quick else (2, 4, 8, 16, 32, 64, 128, 256)
-        base = _replace(base, optimizer="adam", learning_rate=1e-3, epochs=1 if quick else 5,
+        # Full: 2 epochs keep the sweep near 2 hours here (batch 2 alone is 22,500 steps
+        # per epoch per run; estimated from the quick run's timings).
+        base = _replace(base, optimizer="adam", learning_rate=1e-3, epochs=1 if quick else 2,
                         train_examples=4_000 if quick else None, **QUICK_MOMENTUM[quick])
         arms = []
         for b in sizes:
@@ -191,7 +195,10 @@ def plot_gradient_norms_during_training(runs_dir, grad_rows, path):
             "grad_norm/")
         for layer, color in zip((convs[0], convs[len(convs) // 2], convs[-1]), ("C0", "C1", "C2")):
             steps, norms = zip(*series[layer])
-            ax.plot(steps, norms, style, color=color, label=f"{arm_name}: {layer}")
+            bad = [step for step, norm in series[layer] if not math.isfinite(norm)]
+            note = f" (NaN from step {bad[0]})" if bad else ""
+            ax.plot(steps, norms, style, marker="o", markersize=3, color=color,
+                    label=f"{arm_name}: {layer}{note}")
     ax.set_yscale("log")
     st.save_figure(fig, ax, path, "Gradient norms during training, ResNet-20 (seed 0)",
                    "training step", "||dL/dW|| on a fixed batch")
