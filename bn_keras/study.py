@@ -203,11 +203,18 @@ def mean_std(values: Sequence[float]) -> str:
     return text + (f" (n={len(finite)})" if len(finite) < len(values) else "")
 
 
+def by_arm(results: Sequence[dict]) -> dict[str, list[dict]]:
+    """The runs of each arm, arms in the order they first appear."""
+    groups: dict[str, list[dict]] = {}
+    for r in results:
+        groups.setdefault(r["arm"], []).append(r)
+    return groups
+
+
 def summarize(results: Sequence[dict], thresholds: Sequence[float] = (0.4, 0.5)) -> list[dict]:
     """One row per arm: final/best test accuracy (mean ± std over seeds), epochs to thresholds."""
     rows = []
-    for name in dict.fromkeys(r["arm"] for r in results):
-        runs = [r for r in results if r["arm"] == name]
+    for name, runs in by_arm(results).items():
         row = {"arm": name, "seeds": len(runs),
                "final_test_accuracy": mean_std([r["test_accuracy"] for r in runs]),
                "best_test_accuracy": mean_std(
@@ -231,13 +238,12 @@ def per_epoch_rows(results: Sequence[dict]) -> list[dict]:
     The loss is the mean of the epoch's loss windows, the tutorial's printed numbers
     averaged per epoch.
     """
-    names = list(dict.fromkeys(r["arm"] for r in results))
+    groups = by_arm(results)
     epochs = max((len(r["test_accuracy_per_epoch"]) for r in results), default=0)
     rows = []
     for epoch in range(1, epochs + 1):
         row: dict[str, Any] = {"epoch": epoch}
-        for name in names:
-            runs = [r for r in results if r["arm"] == name]
+        for name, runs in groups.items():
             row[f"{name} test acc"] = mean_std([
                 r["test_accuracy_per_epoch"][epoch - 1] if len(r["test_accuracy_per_epoch"])
                 >= epoch else None for r in runs])
@@ -256,7 +262,8 @@ def agreement(results: Sequence[dict], first: str, second: str) -> dict[str, Any
     difference; the curves, window by window, when the mean curves differ by at most
     the larger of the two arms' seed ranges. Curves are cut to the shortest run.
     """
-    runs = {n: [r for r in results if r["arm"] == n] for n in (first, second)}
+    groups = by_arm(results)
+    runs = {n: groups.get(n, []) for n in (first, second)}
     a, b = (np.array([r["test_accuracy"] for r in runs[n]]) for n in (first, second))
     difference = float(a.mean() - b.mean())
     two_se = (float(2 * np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)))
@@ -304,11 +311,10 @@ def save_figure(fig, ax, path: str, title: str, xlabel: str, ylabel: str) -> str
 def plot_loss_curves(results: Sequence[dict], path: str, title: str) -> str:
     """Mean training loss per window, one line per arm with a min-max band over seeds."""
     fig, ax = axes()
-    names = dict.fromkeys(r["arm"] for r in results)
+    groups = by_arm(results)
     # Arms that train alike draw on top of each other: a line style each keeps them visible.
-    for name, style in zip(names, ("-", "--", "-.", ":") * len(names)):
-        curves = [np.asarray(r["loss_curve"]) for r in results if r["arm"] == name
-                  and r["loss_curve"]]
+    for (name, runs), style in zip(groups.items(), ("-", "--", "-.", ":") * len(groups)):
+        curves = [np.asarray(r["loss_curve"]) for r in runs if r["loss_curve"]]
         if not curves:
             continue
         length = min(len(c) for c in curves)

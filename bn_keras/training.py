@@ -143,7 +143,7 @@ class _NaNGuard(keras.callbacks.TerminateOnNaN):
     def on_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not np.isfinite(float(loss)) and self.diverged_at is None:
-            self.diverged_at = (self._epoch, batch)
+            self.diverged_at = (self._epoch, steps_done(self.params, batch) - 1)
         super().on_batch_end(batch, logs)
 
 

@@ -222,25 +222,28 @@ def run(study: str, quick: bool, seeds: int, data_dir, output_dir: str, runs_dir
     stem = f"study_{study}" + ("_quick" if quick else "")
     command = "python experiments/compare_bn.py " + " ".join(sys.argv[1:])
     extra, plots = "", []
-    if study == "compare":
+    epoch_rows = []
+    if study in ("compare", "placement", "momentum", "depth"):
+        title = "LeNet, Adam 1e-4, batch 10" if study == "compare" else study
         plots.append(st.plot_loss_curves(results, os.path.join(output_dir, f"{stem}_loss.png"),
-                                         f"LeNet, Adam 1e-4, batch 10 ({mode})"))
+                                         f"{title} ({mode})"))
+        epoch_rows = st.per_epoch_rows(results)
+    if study == "compare":
         from bn_keras import models
 
         extra += (f"\nParameters in the forward graph: no BN "
                   f"{models.lenet_cifar('none').count_params():,}; tutorial as written "
                   f"{models.lenet_tutorial('keras').count_params():,}; with BN wired in "
                   f"{models.lenet_cifar('custom').count_params():,}.\n")
+        groups = st.by_arm(results)
         for r in rows:
-            per_epoch = [x["test_accuracy_per_epoch"] for x in results if x["arm"] == r["arm"]]
             for epoch in (5, 10):
-                if all(len(p) >= epoch for p in per_epoch):
-                    r[f"test_acc_epoch_{epoch}"] = st.mean_std([p[epoch - 1] for p in per_epoch])
+                if all(len(x["test_accuracy_per_epoch"]) >= epoch for x in groups[r["arm"]]):
+                    r[f"test_acc_epoch_{epoch}"] = epoch_rows[epoch - 1][f"{r['arm']} test acc"]
         if seeds > 1:
             extra += "".join(agreement_text(results, *pair) for pair in (
                 ("keras_bn", "our_bn"), ("no_bn", "tutorial_as_written")))
-    if study in ("compare", "placement", "momentum", "depth"):
-        epoch_rows = st.per_epoch_rows(results)
+    if epoch_rows:
         extra += ("\nPer epoch (mean ± std over seeds): test accuracy after the epoch, mean "
                   "training loss during it.\n\n"
                   + tables.markdown_table(epoch_rows, list(epoch_rows[0])))
@@ -248,9 +251,6 @@ def run(study: str, quick: bool, seeds: int, data_dir, output_dir: str, runs_dir
         key = "learning_rate" if study == "lr" else "batch_size"
         plots.append(st.plot_metric_vs(results, key, os.path.join(output_dir, f"{stem}.png"),
                                        f"Test accuracy vs {key} ({mode})"))
-    if study in ("placement", "momentum", "depth"):
-        plots.append(st.plot_loss_curves(results, os.path.join(output_dir, f"{stem}_loss.png"),
-                                         f"{study} ({mode})"))
     if study == "momentum":
         test = training.make_datasets(base, 500, drop_remainder=False)["test"]
         for r in rows:
