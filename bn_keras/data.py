@@ -19,16 +19,11 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
+from bn_keras.cifar import IMAGE_SHAPE, NUM_CLASSES, SPLITS
+from bn_keras.cifar import MEAN as CIFAR10_MEAN
+from bn_keras.cifar import STD as CIFAR10_STD
+
 AUTOTUNE = tf.data.AUTOTUNE
-IMAGE_SHAPE = (32, 32, 3)
-NUM_CLASSES = 10
-CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer",
-               "dog", "frog", "horse", "ship", "truck")
-# Per-channel statistics of the CIFAR-10 training images, in [0, 1] units.
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-SPLITS = {"train": "train[:45000]", "validation": "train[45000:]", "test": "test"}
-SPLIT_SIZES = {"train": 45_000, "validation": 5_000, "test": 10_000}
 SEQUENCE_SHAPE = (128, 256)  # the tutorial's Conv1D example input
 _CIFAR10_HOST = "www.cs.toronto.edu"  # where TFDS downloads CIFAR-10 from
 _CLASS_SEED = 1234  # fixes what each synthetic class looks like

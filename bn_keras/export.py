@@ -23,7 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from bn_keras import data
+from bn_keras import atomic, cifar, data
 from bn_keras.diagnostics import BN_TYPES
 
 FOLDABLE = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Dense)
@@ -146,9 +146,9 @@ def export_saved_model(model: keras.Model, base_dir: str, name: str, version: in
         return _outputs(serving_model(normalized_image, training=False))
 
     archive.add_endpoint("serving_default", from_pixels, input_signature=[
-        tf.TensorSpec([None, *data.IMAGE_SHAPE], tf.uint8, name=INPUT_NAME)])
+        tf.TensorSpec([None, *cifar.IMAGE_SHAPE], tf.uint8, name=INPUT_NAME)])
     archive.add_endpoint("normalized", from_normalized, input_signature=[
-        tf.TensorSpec([None, *data.IMAGE_SHAPE], tf.float32, name=NORMALIZED_INPUT_NAME)])
+        tf.TensorSpec([None, *cifar.IMAGE_SHAPE], tf.float32, name=NORMALIZED_INPUT_NAME)])
 
     os.makedirs(model_dir, exist_ok=True)
     tmp = os.path.join(model_dir, f".tmp-{version}-{os.getpid()}")
@@ -157,11 +157,10 @@ def export_saved_model(model: keras.Model, base_dir: str, name: str, version: in
         archive.write_out(tmp, verbose=False)
         info = {"name": name, "version": version, "bn_folded": fold_bn,
                 "folded_pairs": [[p.name, bn.name] for p, bn in foldable_pairs(model)] if fold_bn
-                else [], "class_names": list(data.CLASS_NAMES),
-                "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": [None, 32, 32, 3]},
+                else [], "class_names": list(cifar.CLASS_NAMES),
+                "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": [None, *cifar.IMAGE_SHAPE]},
                 "outputs": list(OUTPUT_NAMES), **(metadata or {})}
-        with open(os.path.join(tmp, METADATA_FILE), "w") as f:
-            json.dump(info, f, indent=2, sort_keys=True, default=str)
+        atomic.write_json(os.path.join(tmp, METADATA_FILE), info)
         if os.path.exists(target):
             shutil.rmtree(target)
         os.rename(tmp, target)
@@ -200,7 +199,7 @@ def images_from_request_body(body: str) -> np.ndarray:
 def check_images(images: np.ndarray) -> np.ndarray:
     """uint8 [N, 32, 32, 3], or ValueError saying what was received."""
     images = np.asarray(images)
-    if images.ndim != 4 or images.shape[1:] != data.IMAGE_SHAPE:
+    if images.ndim != 4 or images.shape[1:] != cifar.IMAGE_SHAPE:
         raise ValueError(f"expected images of shape [N, 32, 32, 3], got {list(images.shape)}.")
     return images.astype(np.uint8)
 

@@ -19,12 +19,11 @@ from typing import Any, Callable, Mapping
 import keras
 from keras import layers
 
+from bn_keras.cifar import IMAGE_SHAPE, NUM_CLASSES
 from bn_keras.layers import BatchNormalization
 
 BN_CHOICES = ("none", "keras", "custom")
 PLACEMENTS = ("before_relu", "after_relu")
-CIFAR_SHAPE = (32, 32, 3)
-NUM_CLASSES = 10
 
 
 def check_bn(bn: str) -> str:
@@ -90,7 +89,7 @@ def lenet_cifar(bn: str = "none", placement: str = "before_relu",
     check_bn(bn)
     _check_placement(placement)
     use_bias = bn == "none" or placement == "after_relu"
-    inputs = keras.Input(shape=CIFAR_SHAPE, name="image")
+    inputs = keras.Input(shape=IMAGE_SHAPE, name="image")
     x = inputs
     for i, filters in enumerate((6, 16), start=1):
         x = layers.Conv2D(filters, 5, use_bias=use_bias, name=f"conv{i}")(x)
@@ -150,7 +149,7 @@ def _cifar_resnet(blocks_per_stage: int, bn: str, placement: str,
         return layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=use_bias,
                              kernel_initializer="he_normal", name=name)(x)
 
-    inputs = keras.Input(shape=CIFAR_SHAPE, name="image")
+    inputs = keras.Input(shape=IMAGE_SHAPE, name="image")
     x = _normalized_relu(conv(inputs, 16, 1, "stem_conv"), bn, "stem", placement, bn_options)
     for stage, filters in enumerate((16, 32, 64), start=1):
         for block in range(1, blocks_per_stage + 1):
@@ -215,7 +214,7 @@ def lenet_tutorial(bn: str = "keras", **_: Any) -> keras.Model:
     with warnings.catch_warnings():
         # Keras rightly warns that bn1/bn2 stay unbuilt: that is the tutorial's bug.
         warnings.simplefilter("ignore", UserWarning)
-        model(keras.ops.zeros((1, *CIFAR_SHAPE)))  # builds only the layers the forward pass calls
+        model(keras.ops.zeros((1, *IMAGE_SHAPE)))  # builds only the layers the forward pass calls
     return model
 
 

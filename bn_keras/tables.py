@@ -7,6 +7,8 @@ import io
 import os
 from typing import Any, Iterable, Sequence
 
+from bn_keras import atomic
+
 
 def _format(value: Any) -> str:
     if value is None:
@@ -42,14 +44,6 @@ def write_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], director
     os.makedirs(directory, exist_ok=True)
     md_path = os.path.join(directory, f"{stem}.md")
     csv_path = os.path.join(directory, f"{stem}.csv")
-    _write_atomically(md_path, preamble + markdown_table(rows, columns))
-    _write_atomically(csv_path, csv_text(rows, columns))
+    atomic.write_text(md_path, preamble + markdown_table(rows, columns))
+    atomic.write_text(csv_path, csv_text(rows, columns))
     return md_path, csv_path
-
-
-def _write_atomically(path: str, text: str) -> None:
-    """Writes via a temporary file and a rename, so an interrupted run leaves no half file."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from bn_keras import data
+from bn_keras import cifar, data
 
 
 def _raw_images(n=24, seed=0):
@@ -116,7 +116,7 @@ def test_tfds_data_dir_environment_variable_is_honoured(monkeypatch, tmp_path):
 def test_real_cifar10_splits_and_statistics(cifar10_dir):
     sizes = {split: int(data.load_cifar10(split, cifar10_dir, download=False).cardinality())
              for split in data.SPLITS}
-    assert sizes == data.SPLIT_SIZES
+    assert sizes == cifar.SPLIT_SIZES
     ds = data.make_pipeline(data.load_cifar10("train", cifar10_dir, download=False),
                             batch_size=5000, training=False)
     x, y = next(iter(ds))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bn_keras import data, export, models
+from bn_keras import cifar, data, export, models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -146,7 +146,7 @@ def test_predict_script_and_its_errors(tmp_path, trained_lenet, images):
     ok = predict(f"--saved_model={tmp_path / 'models' / 'lenet'}", str(img_dir))
     assert ok.returncode == 0, ok.stderr[-2000:]
     lines = [l for l in ok.stdout.splitlines() if l.strip()]
-    assert len(lines) == 2 and all(any(c in l for c in data.CLASS_NAMES) for l in lines)
+    assert len(lines) == 2 and all(any(c in l for c in cifar.CLASS_NAMES) for l in lines)
     for bad, message in ((tmp_path / "big.png", "expected a 32x32 RGB image, got 40x40"),
                          (tmp_path / "gray.png", "with 1 channel"),
                          (tmp_path / "notes.png", "not a PNG or JPEG image"),
