@@ -1,45 +1,151 @@
-"""Entry-point support for the absl scripts in experiments/: one clear line on error.
+"""Entry-point support for the absl scripts in experiments/ and benchmarks/.
+
+- `quiet_tensorflow()`, called before TensorFlow is imported: no C++ log lines
+  (oneDNN notices, "failed call to cuInit", ...) unless `--verbosity` is 0 or
+  more (absl's own flag: 0 is INFO, 1 and up DEBUG).
+- `run(main)`: absl.app.run(main) with one line and a non-zero exit for every
+  user error, progress lines from the `bn_keras` loggers on stdout, and Ctrl-C
+  answered within a moment: a line saying what is saved and how to resume,
+  exit status 130. Everything a run keeps is written atomically (a temporary
+  file, then a rename), so stopping at any instant loses only the unfinished
+  epoch.
 
 Set BN_KERAS_TRACEBACK=1 to see the full traceback of a user error instead.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import sys
+import threading
 from typing import Callable
 
 # Errors a user can cause (bad flag values, paths, data); anything else is a bug
 # and keeps its traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, FileExistsError,
                PermissionError)
-
-
 HELP_FLAGS = ("--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
 
-def quiet_tensorflow() -> None:
-    """Hides TensorFlow's C++ start-up chatter unless the user asked for it."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def verbosity(argv: list[str]) -> int | None:
+    """The value of absl's --verbosity / -v in `argv`, read before flags are parsed."""
+    value = None
+    for i, arg in enumerate(argv):
+        for name in ("--verbosity", "-v"):
+            if arg == name and i + 1 < len(argv):
+                value = argv[i + 1]
+            elif arg.startswith(name + "="):
+                value = arg.split("=", 1)[1]
+    try:
+        return None if value is None else int(value)
+    except ValueError:
+        return None  # absl reports the bad value itself
 
 
-def run(main: Callable[[list[str]], None]) -> None:
-    """absl.app.run(main), turning user errors and Ctrl-C into one line and exit status."""
+def quiet_tensorflow(argv: list[str] | None = None) -> None:
+    """Hides TensorFlow's C++ log lines unless --verbosity >= 0 asks for them.
+
+    TensorFlow reads TF_CPP_MIN_LOG_LEVEL once, when it is imported, and its
+    libraries log (oneDNN, CUDA stubs) while they load, before that setting
+    applies: so TensorFlow is imported here, with its stderr held back. Call
+    this before anything imports TensorFlow.
+    """
+    level = verbosity(sys.argv if argv is None else argv)
+    if level is not None and level >= 0:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    _import_without_stderr("tensorflow")
+
+
+def _import_without_stderr(module: str) -> None:
+    """Imports `module` with file descriptor 2 sent to a temporary file, replayed on failure."""
+    import importlib
+    import tempfile
+
+    if module in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            importlib.import_module(module)
+        except BaseException:
+            os.dup2(saved, 2)
+            capture.seek(0)
+            sys.stderr.write(capture.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def configure_logging() -> None:
+    """The package's progress lines (loggers under `bn_keras`) go to stdout as they are."""
+    logger = logging.getLogger("bn_keras")
+    if not any(getattr(h, "bn_keras_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.bn_keras_cli = True
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # absl's handler on the root logger would print them again
+
+
+def exit_promptly_on_interrupt(describe: Callable[[], str] | None = None) -> None:
+    """On Ctrl-C: print what is saved and how to resume, and exit 130 at once.
+
+    Python delivers KeyboardInterrupt only when the main thread next runs Python
+    code, which can be many seconds into a TensorFlow call. Instead the signal
+    wakes a watcher thread (through `signal.set_wakeup_fd`), which answers and
+    ends the process; no file is left half-written, as every write is atomic.
+    """
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    signal.signal(signal.SIGINT, lambda signum, frame: None)
+
+    def watch():
+        while os.read(read_fd, 1) != bytes([signal.SIGINT]):
+            pass
+        try:
+            saved = describe() if describe else "completed work is saved"
+        except Exception:  # noqa: BLE001 - the exit must not depend on it
+            saved = "completed work is saved"
+        sys.stdout.flush()
+        print(f"\ninterrupted: {saved}; run the same command again to resume.",
+              file=sys.stderr, flush=True)
+        os._exit(INTERRUPTED_EXIT_CODE)
+
+    threading.Thread(target=watch, name="interrupt-watcher", daemon=True).start()
+
+
+def run(main: Callable[[list[str]], None],
+        on_interrupt: Callable[[], str] | None = None) -> None:
+    """absl.app.run(main), turning user errors into one line and Ctrl-C into exit 130.
+
+    `on_interrupt()` says what is saved when the user presses Ctrl-C.
+    """
     from absl import app
 
     def guarded(argv):
-        if os.environ.get("BN_KERAS_TRACEBACK"):
+        traceback_wanted = bool(os.environ.get("BN_KERAS_TRACEBACK"))
+        if traceback_wanted:
             import keras
 
             keras.config.disable_traceback_filtering()
+        configure_logging()
+        exit_promptly_on_interrupt(on_interrupt)
         try:
             main(argv)
         except USER_ERRORS as e:
-            if os.environ.get("BN_KERAS_TRACEBACK"):
+            if traceback_wanted:
                 raise
             sys.exit(f"error: {e}")
-        except KeyboardInterrupt:
-            sys.exit("interrupted: completed work is saved; run the same command again to resume.")
 
     try:
         app.run(guarded)

@@ -1,10 +1,17 @@
 """tf.data input pipelines: CIFAR-10 from tensorflow-datasets, and synthetic stand-ins.
 
-Every source yields `(image uint8 [32, 32, 3], label int64)` examples, like
-`tfds.load("cifar10", as_supervised=True)`; `make_pipeline` turns one into
-batches of normalized float32 images:
+A split is read once into memory as `Examples` (uint8 images [N, 32, 32, 3],
+int64 labels; CIFAR-10's 60,000 images are 184 MB), then served as batches of
+normalized float32 images:
 
-    cache (uint8) -> seeded shuffle -> [augment] -> normalize -> batch -> prefetch
+    training:   order of epoch e -> batch -> gather -> [crop + flip] -> normalize -> prefetch
+    evaluation: batch (in order) -> normalize -> prefetch
+
+The training order and augmentation of epoch e are drawn from (seed, e) alone,
+with NumPy, when that epoch's pipeline is built (`TrainingStream.epoch`): not
+from an iterator's history nor from TensorFlow's global seed. So epoch 7 is
+the same batches whether a run got there without stopping or was killed in
+epoch 7 and resumed.
 
 Splits: "train" is `train[:45000]`, "validation" is `train[45000:]` (for model
 selection and tuning), "test" is the official test set (final figures only).
@@ -12,6 +19,7 @@ selection and tuning), "test" is the official test set (final figures only).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 from typing import Callable
@@ -92,8 +100,30 @@ def _missing_message(where: str, reason: str) -> str:
             "e.g. ../shared/datasets/tensorflow_datasets.")
 
 
-def synthetic_images(num_examples: int, seed: int = 0) -> tf.data.Dataset:
-    """CIFAR-shaped (uint8 image, label) examples whose class shows in the colours.
+@dataclasses.dataclass(frozen=True)
+class Examples:
+    """One split in memory: model inputs (uint8 images, or float32 sequences) and int64 labels."""
+
+    inputs: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def take(self, count: int | None) -> Examples:
+        """The first `count` examples (all of them for None)."""
+        return self if count is None else Examples(self.inputs[:count], self.labels[:count])
+
+
+def cifar10_examples(split: str, data_dir: str | None = None, download: bool = True) -> Examples:
+    """One split of CIFAR-10, read completely into memory (see `load_cifar10`)."""
+    dataset = load_cifar10(split, data_dir, download)
+    images, labels = dataset.batch(1 << 20).get_single_element()
+    return Examples(images.numpy(), labels.numpy().astype(np.int64))
+
+
+def synthetic_images(num_examples: int, seed: int = 0) -> Examples:
+    """CIFAR-shaped uint8 images whose class shows in their colours.
 
     Each class has its own mean colour, plus noise, so a model can learn it
     and smoke tests can see the loss fall.
@@ -103,17 +133,16 @@ def synthetic_images(num_examples: int, seed: int = 0) -> tf.data.Dataset:
     # The class colours are fixed, so splits drawn with different seeds agree.
     palette = np.random.default_rng(_CLASS_SEED).uniform(40, 215, size=(NUM_CLASSES, 1, 1, 3))
     images = palette[labels] + rng.normal(0, 40, size=(num_examples, *IMAGE_SHAPE))
-    images = np.clip(images, 0, 255).astype(np.uint8)
-    return tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int64)))
+    return Examples(np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.int64))
 
 
-def synthetic_sequences(num_examples: int, seed: int = 0) -> tf.data.Dataset:
-    """(float32 [128, 256] sequence, label) examples for the Conv1D example, class in the mean."""
+def synthetic_sequences(num_examples: int, seed: int = 0) -> Examples:
+    """float32 [128, 256] sequences for the Conv1D example, class in the mean."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, NUM_CLASSES, size=num_examples)
     offsets = np.random.default_rng(_CLASS_SEED).normal(size=(NUM_CLASSES, 1, SEQUENCE_SHAPE[1]))
     x = offsets[labels] + rng.normal(size=(num_examples, *SEQUENCE_SHAPE))
-    return tf.data.Dataset.from_tensor_slices((x.astype(np.float32), labels.astype(np.int64)))
+    return Examples(x.astype(np.float32), labels.astype(np.int64))
 
 
 def normalize_images(images: tf.Tensor) -> tf.Tensor:
@@ -122,16 +151,16 @@ def normalize_images(images: tf.Tensor) -> tf.Tensor:
     return (x - tf.constant(CIFAR10_MEAN)) / tf.constant(CIFAR10_STD)
 
 
-def augment_images(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Per image: a random 32x32 crop of it padded by 4 pixels (reflected), and a random
-    horizontal flip. Vectorized over the batch [N, 32, 32, 3]; `seed` is a stateless seed [2]."""
+def augment_images(images: tf.Tensor, offsets: tf.Tensor, flips: tf.Tensor) -> tf.Tensor:
+    """Per image: the 32x32 crop at `offsets` (row, col in [0, 8]) of the image padded by 4
+    pixels (reflected), mirrored where `flips` is true. Vectorized over the batch
+    [N, 32, 32, 3]; the random draws come in as arguments (see `TrainingStream`)."""
     height, width = IMAGE_SHAPE[0], IMAGE_SHAPE[1]
     n = tf.shape(images)[0]
     padded = tf.pad(images, [[0, 0], [4, 4], [4, 4], [0, 0]], mode="REFLECT")
-    offsets = tf.random.stateless_uniform([2, n], seed, minval=0, maxval=9, dtype=tf.int32)
-    flips = tf.random.stateless_uniform([n], tf.random.experimental.stateless_fold_in(seed, 1)) < 0.5
-    rows = offsets[0][:, None] + tf.range(height)[None, :]  # [N, 32]
-    cols = offsets[1][:, None] + tf.range(width)[None, :]
+    offsets = tf.cast(offsets, tf.int32)
+    rows = offsets[:, :1] + tf.range(height)[None, :]  # [N, 32]
+    cols = offsets[:, 1:] + tf.range(width)[None, :]
     cols = tf.where(flips[:, None], tf.reverse(cols, axis=[1]), cols)  # a flip reads columns backwards
     # One gather of whole pixels: index of (image, row, col) in the padded batch.
     side = height + 8
@@ -140,76 +169,124 @@ def augment_images(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return tf.gather(pixels, pixel)  # [N, 32, 32, 3]
 
 
-def fill_cache(cached: tf.data.Dataset) -> None:
-    """Reads a `.cache()`d dataset once, completely, so its in-memory cache is final.
+def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
+    """The random generator of one epoch of one run: a function of (seed, epoch) only."""
+    return np.random.default_rng([seed, epoch])
 
-    tf.data keeps a partly read cache only until the next pass; but when a partial
-    read (a probe batch) is followed by a pass inside a tf.function, as Keras runs
-    `steps_per_execution > 1`, that pass can finalize the cache truncated: measured
-    here, 27 of 1,000 test batches, in every later pass. One full read up front
-    (CIFAR-10's 60k images: about a second) makes every later reader see all of it.
+
+class TrainingStream:
+    """Training batches, epoch by epoch, each epoch a pure function of (seed, epoch).
+
+    `epoch(e)` builds epoch e's pipeline: a permutation of the examples and, with
+    `augment`, a crop offset and flip per example, all drawn from
+    `epoch_rng(seed, e)`. Batches then gather their examples from memory.
     """
-    for _ in cached.batch(4096):
-        pass
+
+    def __init__(self, examples: Examples, batch_size: int, seed: int = 0,
+                 augment: bool = False, drop_remainder: bool = False,
+                 preprocess: Callable[[tf.Tensor], tf.Tensor] | None = normalize_images):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}.")
+        if drop_remainder and len(examples) < batch_size:
+            raise ValueError(f"{len(examples)} training examples do not fill one batch of "
+                             f"{batch_size}.")
+        self.examples, self.batch_size, self.seed = examples, batch_size, seed
+        self.augment, self.drop_remainder, self.preprocess = augment, drop_remainder, preprocess
+        self._inputs = tf.constant(examples.inputs)
+        self._labels = tf.constant(examples.labels)
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.examples)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        full, rest = divmod(self.num_examples, self.batch_size)
+        return full + (1 if rest and not self.drop_remainder else 0)
+
+    @property
+    def examples_per_epoch(self) -> int:
+        return min(self.num_examples, self.steps_per_epoch * self.batch_size)
+
+    def draws(self, epoch: int) -> dict[str, np.ndarray]:
+        """Epoch `epoch`'s order and, with augmentation, crop offsets and flips."""
+        rng = epoch_rng(self.seed, epoch)
+        draws = {"order": rng.permutation(self.num_examples)}
+        if self.augment:
+            draws["offsets"] = rng.integers(0, 9, size=(self.num_examples, 2), dtype=np.int32)
+            draws["flips"] = rng.random(self.num_examples) < 0.5
+        return draws
+
+    def epoch(self, epoch: int) -> tf.data.Dataset:
+        """The batches of epoch `epoch` (0-based): `(float32 inputs, int64 labels)`."""
+        draws = self.draws(epoch)
+        inputs, labels, augment = self._inputs, self._labels, self.augment
+
+        def gather(batch):
+            x = tf.gather(inputs, batch["order"])
+            if augment:
+                x = augment_images(x, batch["offsets"], batch["flips"])
+            return x, tf.gather(labels, batch["order"])
+
+        ds = tf.data.Dataset.from_tensor_slices(draws).batch(
+            self.batch_size, drop_remainder=self.drop_remainder)
+        ds = ds.map(gather, num_parallel_calls=AUTOTUNE, deterministic=True)
+        return _finish(ds, self.preprocess)
+
+    def epochs(self, first: int, stop: int) -> tf.data.Dataset:
+        """Epochs first .. stop - 1 one after another, for code that iterates across epochs
+        (with `steps_per_epoch`; Keras' steps_per_execution must then divide it)."""
+        ds = self.epoch(first)
+        for e in range(first + 1, stop):
+            ds = ds.concatenate(self.epoch(e))
+        return ds
 
 
-def make_pipeline(examples: tf.data.Dataset, batch_size: int, training: bool,
-                  augment: bool = False, seed: int = 0, drop_remainder: bool = False,
-                  cache: bool = True, shuffle_buffer: int = 50_000,
-                  preprocess: Callable[[tf.Tensor], tf.Tensor] | None = normalize_images,
-                  ) -> tf.data.Dataset:
-    """Batches of (float32 inputs, int64 labels) from (raw input, label) examples.
-
-    Training pipelines shuffle with `seed` (a new order every epoch, the same
-    sequence of orders for the same seed) and, with `augment`, crop and flip
-    with seeds drawn from the same `seed`, so two runs see identical batches.
-    Evaluation pipelines keep the order and never augment. `preprocess` maps a
-    raw input to model input (CIFAR normalization by default; None keeps it).
-    """
+def evaluation_pipeline(examples: Examples, batch_size: int,
+                        preprocess: Callable[[tf.Tensor], tf.Tensor] | None = normalize_images
+                        ) -> tf.data.Dataset:
+    """Batches of `examples` in their order, never augmented."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
-    ds = examples
-    if cache:
-        ds = examples.cache()
-        fill_cache(ds)
-    if training:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    # Batch first, then augment and preprocess whole batches: vectorized ops per batch.
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    if training and augment:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip((ds, seeds)).map(
-            lambda batch, s: (augment_images(batch[0], s), batch[1]),
-            num_parallel_calls=AUTOTUNE, deterministic=True)
+    ds = tf.data.Dataset.from_tensor_slices((examples.inputs, examples.labels)).batch(batch_size)
+    return _finish(ds, preprocess)
+
+
+def _finish(ds: tf.data.Dataset, preprocess) -> tf.data.Dataset:
     if preprocess is not None:
         ds = ds.map(lambda x, y: (preprocess(x), y), num_parallel_calls=AUTOTUNE,
                     deterministic=True)
     return ds.prefetch(AUTOTUNE)
 
 
+def pipelines(splits: dict[str, Examples], batch_size: int, eval_batch_size: int | None = None,
+              seed: int = 0, augment: bool = False, drop_remainder: bool = False,
+              preprocess: Callable[[tf.Tensor], tf.Tensor] | None = normalize_images) -> dict:
+    """{"train": TrainingStream, "validation": Dataset, "test": Dataset} over in-memory splits."""
+    result: dict = {"train": TrainingStream(splits["train"], batch_size, seed, augment,
+                                            drop_remainder, preprocess)}
+    for split in ("validation", "test"):
+        result[split] = evaluation_pipeline(splits[split], eval_batch_size or batch_size,
+                                            preprocess)
+    return result
+
+
 def cifar10_pipelines(batch_size: int, data_dir: str | None = None, augment: bool = False,
                       seed: int = 0, drop_remainder: bool = False, download: bool = True,
-                      train_examples: int | None = None) -> dict[str, tf.data.Dataset]:
+                      train_examples: int | None = None, eval_batch_size: int | None = None
+                      ) -> dict:
     """Train, validation and test pipelines of CIFAR-10 (`train_examples`: the first N only)."""
-    pipelines = {}
-    for split in SPLITS:
-        examples = load_cifar10(split, data_dir, download)
-        if split == "train" and train_examples is not None:
-            examples = examples.take(train_examples)
-        pipelines[split] = make_pipeline(examples, batch_size, training=split == "train",
-                                         augment=augment, seed=seed,
-                                         drop_remainder=drop_remainder and split == "train")
-    return pipelines
+    splits = {split: cifar10_examples(split, data_dir, download) for split in SPLITS}
+    splits["train"] = splits["train"].take(train_examples)
+    return pipelines(splits, batch_size, eval_batch_size, seed, augment, drop_remainder)
 
 
 def synthetic_pipelines(batch_size: int, num_train: int = 512, num_eval: int = 128,
                         seed: int = 0, drop_remainder: bool = False, augment: bool = False,
-                        sequences: bool = False) -> dict[str, tf.data.Dataset]:
+                        sequences: bool = False, eval_batch_size: int | None = None) -> dict:
     """Train/validation/test pipelines over synthetic data of CIFAR's (or the Conv1D example's) shapes."""
     source = synthetic_sequences if sequences else synthetic_images
     sizes = {"train": num_train, "validation": num_eval, "test": num_eval}
-    return {split: make_pipeline(source(n, seed=seed + i), batch_size, training=split == "train",
-                                 augment=augment and not sequences, seed=seed,
-                                 drop_remainder=drop_remainder and split == "train",
-                                 preprocess=None if sequences else normalize_images)
-            for i, (split, n) in enumerate(sizes.items())}
+    splits = {split: source(n, seed=seed + i) for i, (split, n) in enumerate(sizes.items())}
+    return pipelines(splits, batch_size, eval_batch_size, seed, augment and not sequences,
+                     drop_remainder, preprocess=None if sequences else normalize_images)

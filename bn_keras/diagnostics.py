@@ -1,36 +1,32 @@
-"""BN diagnostics for TensorBoard: what BN does to a network while it trains.
+"""What BN does to a network, measured on a fixed probe batch.
 
-`BNDiagnostics` writes, under `<logdir>/bn_diagnostics`, at the start of
-training, at the end of every epoch and optionally every N steps (x-axis: the
-optimizer's step count):
+`probe(model, x, y)` runs one forward and backward pass in training mode, as
+the optimizer sees the network, and returns:
 
-- `bn/<layer>/{gamma,beta,moving_mean,moving_variance}` histograms of each BN
-  layer's weights (how the learned scale and shift and the running statistics
-  drift);
-- `grad_norm/<layer>` scalars: the L2 norm of the loss gradient with respect to
-  each layer's weights, on a fixed probe batch (vanishing or exploding
-  gradients show as norms shrinking or growing with depth);
-- `preactivation_mean/<layer>` and `preactivation_std/<layer>` scalars, and
-  `preactivation/<layer>` histograms, of the input to every ReLU on the probe
-  batch (the "internal covariate shift" view: with BN they stay near 0 and 1,
-  without BN they wander).
+- `grad_norm`: {layer: L2 norm of the loss gradient with respect to the layer's
+  weights} (vanishing or exploding gradients show as norms shrinking or growing
+  with depth); `gradient_norms(model, x, y)` returns only these;
+- `preactivation`: {ReLU layer: the values entering it} (the "internal covariate
+  shift" view: with BN before the ReLU they stay near mean 0 and std 1, without
+  BN they wander as earlier layers change);
+- `bn`: {"<layer>/<weight>": values} of each BN layer's gamma, beta and moving
+  statistics.
 
-The probe runs in training mode, as the optimizer sees the network, and the
-BN moving statistics it would update are restored afterwards, so diagnostics
-never change training.
+The BN moving statistics that the training-mode pass would update are
+restored afterwards, so a probe never changes training.
+`bn_keras.callbacks.BNDiagnostics` writes these to TensorBoard during training.
 """
 
 from __future__ import annotations
 
-import os
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from bn_keras.layers import BatchNormalization
+from bn_keras.layers import BN_TYPES
 
-BN_TYPES = (BatchNormalization, keras.layers.BatchNormalization)
 BN_WEIGHTS = ("gamma", "beta", "moving_mean", "moving_variance")
 
 
@@ -46,63 +42,30 @@ def relu_layers(model: keras.Model) -> list[keras.layers.Layer]:
     return found
 
 
-class BNDiagnostics(keras.callbacks.Callback):
-    """Writes BN weight histograms, per-layer gradient norms and pre-activation statistics."""
+class Probe:
+    """A model's outputs plus the inputs of its ReLUs, for repeated probing."""
 
-    def __init__(self, logdir: str, probe_inputs, probe_labels, every_n_steps: int | None = None):
-        super().__init__()
-        self.logdir = os.path.join(logdir, "bn_diagnostics")
-        self.probe_inputs = tf.convert_to_tensor(probe_inputs)
-        self.probe_labels = tf.convert_to_tensor(probe_labels)
-        self.every_n_steps = every_n_steps
-        self._writer = None
-        self._written_at = -1
-        self._probe = None
-        self._relus = []
-
-    def set_model(self, model):
-        super().set_model(model)
+    def __init__(self, model: keras.Model):
+        self.model = model
         if getattr(model, "inputs", None):  # a Functional or Sequential graph
-            self._relus = relu_layers(model)
-            outputs = [relu.input for relu in self._relus] + [model.outputs[0]]
-            self._probe = keras.Model(model.inputs, outputs, name=f"{model.name}_probe")
+            self.relus = relu_layers(model)
+            outputs = [relu.input for relu in self.relus] + [model.outputs[0]]
+            self._network = keras.Model(model.inputs, outputs, name=f"{model.name}_probe")
         else:  # a subclassed model: no graph to tap, so no pre-activation statistics
-            self._relus, self._probe = [], model
+            self.relus, self._network = [], model
 
-    def on_train_begin(self, logs=None):
-        self._writer = tf.summary.create_file_writer(self.logdir)
-        self.write()
-
-    def on_train_batch_end(self, batch, logs=None):
-        # With steps_per_execution Keras reports every k-th step only: write whenever
-        # a multiple of every_n_steps has been passed since the last write.
-        n = self.every_n_steps
-        if n and self._step() // n > self._written_at // n:
-            self.write()
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self._step() != self._written_at:
-            self.write()
-
-    def on_train_end(self, logs=None):
-        if self._writer is not None:
-            self._writer.flush()
-
-    def _step(self) -> int:
-        return int(self.model.optimizer.iterations.numpy())
-
-    def compute(self) -> dict[str, dict[str, np.ndarray]]:
-        """The diagnostics as arrays: {"grad_norm": {layer: norm}, "preactivation": {relu: values}, ...}."""
-        state = [v.numpy() for v in self.model.non_trainable_variables]
+    def __call__(self, x, y) -> dict[str, dict[str, Any]]:
+        model = self.model
+        state = [v.numpy() for v in model.non_trainable_variables]
         loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         with tf.GradientTape() as tape:
-            outputs = self._probe(self.probe_inputs, training=True)
+            outputs = self._network(x, training=True)
             *preacts, logits = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-            loss = loss_fn(self.probe_labels, tf.cast(logits, tf.float32))
-        layers = [l for l in self.model.layers if l.trainable_weights]
-        variables = [v for l in layers for v in l.trainable_weights]
+            loss = loss_fn(y, tf.cast(logits, tf.float32))
+        layers = [layer for layer in model.layers if layer.trainable_weights]
+        variables = [v for layer in layers for v in layer.trainable_weights]
         grads = dict(zip([id(v) for v in variables], tape.gradient(loss, variables)))
-        for variable, value in zip(self.model.non_trainable_variables, state):
+        for variable, value in zip(model.non_trainable_variables, state):
             variable.assign(value)  # the probe's BN updates must not leak into training
         grad_norms = {}
         for layer in layers:
@@ -113,27 +76,21 @@ class BNDiagnostics(keras.callbacks.Callback):
         return {
             "grad_norm": grad_norms,
             "preactivation": {relu.name: tf.cast(p, tf.float32).numpy()
-                              for relu, p in zip(self._relus, preacts)},
-            "bn": {f"{layer.name}/{name}": getattr(layer, name).numpy()
-                   for layer in self.model.layers if isinstance(layer, BN_TYPES)
+                              for relu, p in zip(self.relus, preacts)},
+            "bn": {f"{layer.name}/{name}": np.asarray(getattr(layer, name))
+                   for layer in model.layers if isinstance(layer, BN_TYPES)
                    for name in BN_WEIGHTS if getattr(layer, name) is not None},
         }
 
-    def write(self) -> None:
-        values = self.compute()
-        step = self._written_at = self._step()
-        # Keras' TensorBoard callback wraps training in record_if(its own batch counter
-        # % update_freq == 0), which would drop most of these; record them regardless.
-        with self._writer.as_default(step=step), tf.summary.record_if(True):
-            for name, weights in values["bn"].items():
-                tf.summary.histogram(f"bn/{name}", weights)
-            for name, norm in values["grad_norm"].items():
-                tf.summary.scalar(f"grad_norm/{name}", norm)
-            for name, preact in values["preactivation"].items():
-                tf.summary.scalar(f"preactivation_mean/{name}", float(preact.mean()))
-                tf.summary.scalar(f"preactivation_std/{name}", float(preact.std()))
-                tf.summary.histogram(f"preactivation/{name}", preact)
-        self._writer.flush()
+
+def probe(model: keras.Model, x, y) -> dict[str, dict[str, Any]]:
+    """Gradient norms, ReLU inputs and BN weights on the batch (x, y); see the module doc."""
+    return Probe(model)(x, y)
+
+
+def gradient_norms(model: keras.Model, x, y) -> dict[str, float]:
+    """{layer: ||dL/dW||} on the batch (x, y), in training mode, leaving the model unchanged."""
+    return probe(model, x, y)["grad_norm"]
 
 
 def read_scalars(logdir: str, prefix: str) -> dict[str, list[tuple[int, float]]]:

@@ -565,3 +565,7 @@ def _clone(initializer):
     if isinstance(initializer, initializers.Initializer):
         return initializer.__class__.from_config(initializer.get_config())
     return initializer
+
+
+# Every BN implementation the package's tools recognize (diagnostics, BN folding).
+BN_TYPES = (BatchNormalization, keras.layers.BatchNormalization)

@@ -231,3 +231,22 @@ def build_model(name: str, bn: str, **kwargs: Any) -> keras.Model:
     if name not in MODEL_BUILDERS:
         raise ValueError(f"Unknown model={name!r}; expected one of {', '.join(MODEL_BUILDERS)}.")
     return MODEL_BUILDERS[name](bn=bn, **kwargs)
+
+
+def check_options(name: str, bn: str, **kwargs: Any) -> None:
+    """Raises ValueError for what `build_model(name, bn, **kwargs)` would refuse, building nothing.
+
+    The BN layer checks its own arguments: one layer is constructed (not built) with
+    the BN options, so a configuration is held to exactly the layer's rules.
+    """
+    if name not in MODEL_BUILDERS:
+        raise ValueError(f"Unknown model={name!r}; expected one of {', '.join(MODEL_BUILDERS)}.")
+    check_bn(bn)
+    if name == "conv1d_example" and bn == "none":
+        raise ValueError("model='conv1d_example' is the tutorial's BN example; pick bn=keras "
+                         "or bn=custom.")
+    options = dict(kwargs)
+    _check_placement(options.pop("placement", PLACEMENTS[0]))
+    options.pop("num_classes", None)
+    if bn != "none":
+        make_bn(bn, "check", **options)

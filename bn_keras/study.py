@@ -11,17 +11,17 @@ rows; `plot_*` draw them with matplotlib.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
 from typing import Any, Sequence
 
-import keras
 import numpy as np
 import tensorflow as tf
 
-from bn_keras import training
+from bn_keras import atomic, training
+from bn_keras.config import TrainConfig
+from bn_keras.workdir import Workdir
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class Arm:
     name: str
     overrides: tuple[tuple[str, Any], ...] = ()
 
-    def config(self, base: training.TrainConfig, seed: int, workdir: str) -> training.TrainConfig:
+    def config(self, base: TrainConfig, seed: int, workdir: str) -> TrainConfig:
         return dataclasses.replace(base, **dict(self.overrides), seed=seed, workdir=workdir)
 
 
@@ -41,99 +41,16 @@ def arm(name: str, **overrides: Any) -> Arm:
     return Arm(name, tuple(sorted(overrides.items())))
 
 
-class _EpochLog(keras.callbacks.Callback):
-    """A per-epoch record kept in a JSON file, so a run resumed by BackupAndRestore keeps
-    what the epochs before the interruption recorded (and drops the unfinished epoch's)."""
-
-    def __init__(self, path: str | None):
-        super().__init__()
-        self.path = path
-        self.records: list = []
-        if path and os.path.exists(path):
-            with open(path) as f:
-                self.records = json.load(f)
-
-    def _keep_epochs_before(self, epoch: int) -> None:
-        self.records = [r for r in self.records if r[-1] <= epoch]  # r[-1]: 1-based epoch
-
-    def _save(self) -> None:
-        if self.path:
-            tmp = f"{self.path}.tmp"
-            with open(tmp, "w") as f:
-                json.dump(self.records, f)
-            os.replace(tmp, self.path)
-
-
-class LossEveryN(_EpochLog):
-    """Mean training loss over each window of `n` mini-batches, as the tutorial printed it.
-
-    `points` holds (global mini-batch, window mean, 1-based epoch). Windows restart every
-    epoch, like the tutorial's running loss; an epoch's tail shorter than `n` is not
-    reported. With `steps_per_execution` k > 1 Keras reports every k-th step only; a
-    window then ends at the first report at or after `n` steps (k dividing `n` gives
-    windows of exactly `n`). The running mean Keras reports weights batches by size, so
-    a window holding an epoch's short last batch is slightly approximate.
-    """
-
-    def __init__(self, n: int, path: str | None = None):
-        super().__init__(path)
-        self.n = n
-        self._step = 0
-
-    @property
-    def points(self) -> list:
-        return self.records
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._keep_epochs_before(epoch)
-        if self.params and self.params.get("steps"):
-            self._step = epoch * self.params["steps"]
-        self._epoch = epoch + 1
-        self._epoch_sum, self._epoch_steps = 0.0, 0
-        self._window_sum, self._window_count = 0.0, 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        # Keras reports the running mean over the epoch so far; recover the sum of the
-        # losses of the steps since its last report.
-        steps = training.steps_done(self.params, batch)
-        epoch_sum = float(logs["loss"]) * steps
-        self._window_sum += epoch_sum - self._epoch_sum
-        self._window_count += steps - self._epoch_steps
-        self._step += steps - self._epoch_steps
-        self._epoch_sum, self._epoch_steps = epoch_sum, steps
-        if self._window_count >= self.n:
-            self.records.append((self._step, self._window_sum / self._window_count, self._epoch))
-            self._window_sum, self._window_count = 0.0, 0
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._save()
-
-
-class EvaluateEachEpoch(_EpochLog):
-    """Test accuracy after every epoch (the tutorial's per-epoch test figure)."""
-
-    def __init__(self, dataset: tf.data.Dataset, path: str | None = None):
-        super().__init__(path)
-        self.dataset = dataset
-
-    @property
-    def accuracy(self) -> list[float]:
-        return [accuracy for accuracy, _ in self.records]
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._keep_epochs_before(epoch)
-
-    def on_epoch_end(self, epoch, logs=None):
-        _, accuracy = self.model.evaluate(self.dataset, verbose=0)
-        self.records.append((float(accuracy), epoch + 1))
-        self._save()
-        log.info("  epoch %d/%s: test accuracy %.4f", epoch + 1, self.params.get("epochs", "?"),
-                 accuracy)
-
-
-def run_study(arms: Sequence[Arm], seeds: Sequence[int], base: training.TrainConfig,
+def run_study(arms: Sequence[Arm], seeds: Sequence[int], base: TrainConfig,
               study_dir: str, loss_every: int = 500) -> list[dict[str, Any]]:
-    """Trains every arm with every seed; returns one result dict per run (cached on disk)."""
+    """Trains every arm with every seed; returns one result dict per run (cached on disk).
+
+    Each run records the mean training loss of every `loss_every` steps and the test
+    accuracy after every epoch. A run's `study_result.json`, written last and
+    atomically, marks it done: rerunning a study skips finished runs, and the run that
+    was interrupted continues from its last completed epoch.
+    """
+    base = dataclasses.replace(base, log_every_n_steps=loss_every, test_every_epoch=True)
     results = []
     total = len(arms) * len(seeds)
     for i, (a, seed) in enumerate(((a, s) for a in arms for s in seeds), start=1):
@@ -141,9 +58,8 @@ def run_study(arms: Sequence[Arm], seeds: Sequence[int], base: training.TrainCon
         result_path = os.path.join(run_dir, "study_result.json")
         config = a.config(base, seed, run_dir)
         config.validate()
-        if os.path.exists(result_path):
-            with open(result_path) as f:
-                cached = json.load(f)
+        cached = atomic.read_json(result_path)
+        if cached is not None:
             if cached.get("config") != dataclasses.asdict(config):
                 raise ValueError(f"{run_dir} holds a result of other settings; remove it or "
                                  "choose another --runs_dir.")
@@ -151,24 +67,20 @@ def run_study(arms: Sequence[Arm], seeds: Sequence[int], base: training.TrainCon
             log.info("[%d/%d] %s seed %d: done earlier", i, total, a.name, seed)
             continue
         log.info("[%d/%d] %s seed %d", i, total, a.name, seed)
-        datasets = training.make_datasets(config, config.batch_size, drop_remainder=False)
-        loss_cb = LossEveryN(loss_every, os.path.join(run_dir, "loss_curve.json"))
-        acc_cb = EvaluateEachEpoch(datasets["test"], os.path.join(run_dir, "test_accuracy.json"))
         start = time.perf_counter()
-        metrics = training.run(config, datasets_override=datasets,
-                               extra_callbacks=[loss_cb, acc_cb])
+        # Killed after training but before the result was written: the run is complete.
+        metrics = atomic.read_json(Workdir(run_dir).final_metrics) or training.run(config)
         result = {"arm": a.name, "seed": seed, "overrides": dict(a.overrides),
                   "config": dataclasses.asdict(config), **metrics,
-                  "wall_seconds": time.perf_counter() - start, "loss_curve": loss_cb.points,
-                  "test_accuracy_per_epoch": acc_cb.accuracy}
+                  "wall_seconds": time.perf_counter() - start,
+                  "test_accuracy_per_epoch": [row["test_accuracy"] for row in metrics["history"]]}
         write_hparams(os.path.join(run_dir, "tensorboard", "hparams"), a, config, result)
-        with open(result_path, "w") as f:
-            json.dump(result, f, indent=1)
+        atomic.write_json(result_path, result, indent=1)
         results.append(result)
     return results
 
 
-def write_hparams(logdir: str, a: Arm, config: training.TrainConfig, result: dict) -> None:
+def write_hparams(logdir: str, a: Arm, config: TrainConfig, result: dict) -> None:
     """One HParams-dashboard entry: the run's settings and its final metrics."""
     from tensorboard.plugins.hparams import api as hp
 

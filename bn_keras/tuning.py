@@ -13,6 +13,7 @@ import keras
 import keras_tuner
 
 from bn_keras import training
+from bn_keras.config import TrainConfig
 
 TUNERS = ("hyperband", "bayesian", "random")
 
@@ -20,19 +21,16 @@ TUNERS = ("hyperband", "bayesian", "random")
 class BNHyperModel(keras_tuner.HyperModel):
     """The search space; `fit` builds the pipelines for the trial's batch size."""
 
-    def __init__(self, base: training.TrainConfig):
+    def __init__(self, base: TrainConfig):
         super().__init__(name=f"{base.model}_bn_search")
         self.base = base
 
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
-        config = self.trial_config(hp)
-        model = training.build_model(config, num_replicas=1)
-        model.compile(optimizer=training.make_optimizer(config, steps_per_epoch=1),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
-        return model
+        # One step per call: the trial's epochs are concatenated into one dataset (`fit`).
+        config = dataclasses.replace(self.trial_config(hp), steps_per_execution=1)
+        return training.build_compiled_model(config, num_replicas=1, steps_per_epoch=1)
 
-    def trial_config(self, hp: keras_tuner.HyperParameters) -> training.TrainConfig:
+    def trial_config(self, hp: keras_tuner.HyperParameters) -> TrainConfig:
         bn = hp.Choice("bn", ["none", "custom"])
         return dataclasses.replace(
             self.base, bn=bn,
@@ -46,12 +44,15 @@ class BNHyperModel(keras_tuner.HyperModel):
     def fit(self, hp, model, *args, **kwargs):
         config = self.trial_config(hp)
         datasets = training.make_datasets(config, config.batch_size, drop_remainder=False)
+        stream = datasets["train"]
         kwargs.pop("validation_data", None)
-        return model.fit(datasets["train"], validation_data=datasets["validation"],
-                         shuffle=False, **kwargs)
+        # Each epoch's batches are a function of (seed, epoch), as in training.run.
+        first, stop = kwargs.get("initial_epoch", 0), kwargs.get("epochs", 1)
+        return model.fit(stream.epochs(first, stop), steps_per_epoch=stream.steps_per_epoch,
+                         validation_data=datasets["validation"], shuffle=False, **kwargs)
 
 
-def make_tuner(kind: str, base: training.TrainConfig, directory: str, max_trials: int,
+def make_tuner(kind: str, base: TrainConfig, directory: str, max_trials: int,
                max_epochs: int, seed: int = 0, overwrite: bool = False) -> keras_tuner.Tuner:
     if kind not in TUNERS:
         raise ValueError(f"Unknown tuner={kind!r}; expected one of {', '.join(TUNERS)}.")

@@ -32,7 +32,7 @@ import os  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
-from absl import flags, logging  # noqa: E402
+from absl import flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 STUDIES = ("compare", "lr", "batch", "depth", "placement", "momentum")
@@ -53,9 +53,9 @@ def define_flags() -> None:
 def plan(study: str, quick: bool, data_dir: str | None):
     """(base config, arms, loss window) of a study, quick or full."""
     from bn_keras import study as st
-    from bn_keras import training
+    from bn_keras.config import TrainConfig
 
-    base = training.TrainConfig(dataset="cifar10", data_dir=data_dir, download=False,
+    base = TrainConfig(dataset="cifar10", data_dir=data_dir, download=False,
                                 verbose=0, log_every_n_steps=500, model="lenet")
     if study == "compare":
         base = _replace(base, optimizer="adam", learning_rate=1e-4, batch_size=10,
@@ -147,21 +147,19 @@ def gradient_norm_rows(runs_dir, base, arms) -> list[dict]:
     """Per-layer gradient norms on a fixed batch: at initialization and after training."""
     import keras
 
-    from bn_keras import diagnostics, training
+    from bn_keras import diagnostics, models, training
 
     rows = []
     datasets = training.make_datasets(base, base.batch_size, drop_remainder=False)
-    x, y = next(iter(datasets["validation"]))
+    x, y = training.probe_batch(datasets["validation"], base.batch_size)
     for a in arms:
         config = a.config(base, 0, "")
         keras.utils.set_random_seed(0)
-        probes = {"init": training.build_model(config, 1),
+        probes = {"init": models.build_model(config.model, config.bn, **config.model_options(1)),
                   "trained": keras.models.load_model(
                       os.path.join(runs_dir, f"{a.name}_seed0", "final.keras"))}
         for when, model in probes.items():
-            callback = diagnostics.BNDiagnostics("/tmp", x, y)
-            callback.set_model(model)
-            for layer, norm in callback.compute()["grad_norm"].items():
+            for layer, norm in diagnostics.gradient_norms(model, x, y).items():
                 rows.append({"arm": a.name, "when": when, "layer": layer, "grad_norm": norm})
     return rows
 
@@ -288,7 +286,6 @@ def run(study: str, quick: bool, seeds: int, data_dir, output_dir: str, runs_dir
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.INFO)
     run(FLAGS.study, FLAGS.quick, FLAGS.seeds, FLAGS.data_dir, FLAGS.output_dir, FLAGS.runs_dir)
 
 

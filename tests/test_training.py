@@ -1,4 +1,4 @@
-"""bn_keras.training.run end to end on synthetic data, and one real-data run."""
+"""bn_keras.training.run end to end on synthetic data: outputs, TensorBoard, exact resume."""
 
 import csv
 import json
@@ -9,26 +9,40 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
-from bn_keras import diagnostics, training
+from bn_keras import callbacks, diagnostics, models, training, workdir
+from bn_keras.config import TrainConfig
 from bn_keras.layers import BatchNormalization
+
+# Columns of metrics.csv that are results; the others are timings.
+RESULT_COLUMNS = ("epoch", "step", "loss", "accuracy", "val_loss", "val_accuracy",
+                  "learning_rate")
 
 
 def _config(workdir, **overrides):
-    values = dict(dataset="synthetic", synthetic_examples=512, epochs=2, batch_size=32, bn_momentum=0.9,
-                  workdir=str(workdir), verbose=0, log_every_n_steps=2, probe_size=64)
+    values = dict(dataset="synthetic", synthetic_examples=512, epochs=2, batch_size=32,
+                  bn_momentum=0.9, workdir=str(workdir), verbose=0, log_every_n_steps=2,
+                  probe_size=64)
     values.update(overrides)
-    return training.TrainConfig(**values)
+    return TrainConfig(**values)
 
 
-def _csv_epochs(workdir):
+def _csv(workdir):
     with open(os.path.join(workdir, "metrics.csv")) as f:
-        return [int(row["epoch"]) for row in csv.DictReader(f)]
+        return list(csv.DictReader(f))
 
 
-def _tags(logdir):
-    acc = event_accumulator.EventAccumulator(logdir, size_guidance={"tensors": 0})
+def _results(workdir):
+    """metrics.csv without its timing columns, and the final test metrics."""
+    rows = [{k: row[k] for k in RESULT_COLUMNS} for row in _csv(workdir)]
+    with open(os.path.join(workdir, "final_metrics.json")) as f:
+        final = json.load(f)
+    return rows, final["test_loss"], final["test_accuracy"], final["loss_curve"]
+
+
+def _events(logdir):
+    acc = event_accumulator.EventAccumulator(str(logdir), size_guidance={"tensors": 0})
     acc.Reload()
-    return set(acc.Tags()["tensors"])
+    return {tag: [e.step for e in acc.Tensors(tag)] for tag in acc.Tags()["tensors"]}
 
 
 def test_run_writes_everything_under_the_workdir(tmp_path):
@@ -36,34 +50,53 @@ def test_run_writes_everything_under_the_workdir(tmp_path):
     assert metrics["test_accuracy"] > 0.3  # 10 synthetic classes: chance is 0.1
     assert metrics["replicas"] == 1 and not metrics["diverged"]
     for name in ("config.json", "metrics.csv", "final_metrics.json", "final.keras",
-                 "checkpoints/best.keras"):
+                 "checkpoints/best.keras", "backup/epoch-0002/model.weights.h5"):
         assert os.path.exists(tmp_path / name), name
-    assert not os.path.exists(tmp_path / "backup")  # removed once the run finished
-    assert _csv_epochs(tmp_path) == [0, 1]
+    rows = _csv(tmp_path)
+    assert [int(r["epoch"]) for r in rows] == [0, 1] and [int(r["step"]) for r in rows] == [16, 32]
     with open(tmp_path / "config.json") as f:
         assert json.load(f)["bn"] == "custom"
     with open(tmp_path / "final_metrics.json") as f:
         assert json.load(f)["test_accuracy"] == metrics["test_accuracy"]
     best = keras.models.load_model(tmp_path / "checkpoints" / "best.keras")
-    assert any(isinstance(l, BatchNormalization) for l in best.layers)
+    assert any(isinstance(layer, BatchNormalization) for layer in best.layers)
 
 
-def test_tensorboard_holds_scalars_and_bn_diagnostics(tmp_path):
-    training.run(_config(tmp_path))
+@pytest.mark.parametrize("overrides", [
+    dict(synthetic_examples=512, log_every_n_steps=2),  # 16 steps per epoch, 2 per call
+    dict(synthetic_examples=300, log_every_n_steps=7, steps_per_execution=3),  # 10 steps
+])
+def test_tensorboard_has_one_point_per_epoch_equal_to_metrics_csv(tmp_path, overrides):
+    training.run(_config(tmp_path, epochs=3, **overrides))
+    rows = _csv(tmp_path)
+    steps = [int(r["step"]) for r in rows]
     tb = tmp_path / "tensorboard"
-    train_tags = _tags(str(tb / "train"))
-    assert {"epoch_loss", "epoch_accuracy", "epoch_learning_rate", "batch_loss"} <= train_tags
-    assert {"epoch_loss", "epoch_accuracy"} <= _tags(str(tb / "validation"))
-    diag = _tags(str(tb / "bn_diagnostics"))
+    for run, prefix, tags in (("train", "", ("loss", "accuracy", "learning_rate",
+                                             "images_per_second")),
+                              ("validation", "val_", ("loss", "accuracy"))):
+        values = diagnostics.read_scalars(str(tb / run), "epoch_")
+        for tag in tags:
+            assert [s for s, _ in values[tag]] == steps, (run, tag)
+            np.testing.assert_array_equal(
+                np.float32([v for _, v in values[tag]]),
+                np.float32([float(r[prefix + tag]) for r in rows]), err_msg=f"{run}/{tag}")
+    # The BN diagnostics share the x-axis: step 0, then every epoch's end.
+    norms = diagnostics.read_scalars(str(tb / "bn_diagnostics"), "grad_norm/")
+    assert [s for s, _ in norms["conv1"]] == [0, *steps]
+    batch_steps = [s for s, _ in diagnostics.read_scalars(str(tb / "train"), "batch_")["loss"]]
+    assert batch_steps == sorted(set(batch_steps)) and batch_steps[-1] <= steps[-1]
+
+
+def test_bn_diagnostics_hold_every_layer(tmp_path):
+    training.run(_config(tmp_path))
+    diag = set(_events(tmp_path / "tensorboard" / "bn_diagnostics"))
     for layer in ("conv1", "conv2", "fc1", "fc2"):
-        assert f"grad_norm/{layer}" in diag
-        assert f"preactivation_mean/{layer}_relu" in diag
-        assert f"preactivation_std/{layer}_relu" in diag
+        assert {f"grad_norm/{layer}", f"preactivation_mean/{layer}_relu",
+                f"preactivation_std/{layer}_relu", f"preactivation/{layer}_relu"} <= diag
         for weight in ("gamma", "beta", "moving_mean", "moving_variance"):
             assert f"bn/{layer}_bn/{weight}" in diag
-    assert "grad_norm/logits" in diag
-    # At the start and after each of the 2 epochs of 16 steps; norms read back as numbers.
-    norms = diagnostics.read_scalars(str(tb / "bn_diagnostics"), "grad_norm/")
+    norms = diagnostics.read_scalars(str(tmp_path / "tensorboard" / "bn_diagnostics"),
+                                     "grad_norm/")
     assert set(norms) == {"conv1", "conv2", "fc1", "fc2", "logits"} | {
         f"{layer}_bn" for layer in ("conv1", "conv2", "fc1", "fc2")}
     assert [step for step, _ in norms["conv1"]] == [0, 16, 32]
@@ -80,36 +113,118 @@ def test_diagnostics_every_n_steps_with_chunks_that_do_not_divide_the_epoch(tmp_
     assert [step for step, _ in norms["conv1"]] == [0, 4, 8, 10, 14, 18, 20]
 
 
+def test_diagnostics_never_change_training(tmp_path, monkeypatch):
+    probed = training.run(_config(tmp_path / "probed", diagnostics_every_n_steps=1))
+    monkeypatch.setattr(callbacks.BNDiagnostics, "write", lambda self, step: None)
+    plain = training.run(_config(tmp_path / "plain", diagnostics_every_n_steps=1))
+    assert _results(tmp_path / "probed") == _results(tmp_path / "plain")
+    assert probed["test_loss"] == plain["test_loss"]
+    assert not os.path.exists(tmp_path / "plain" / "tensorboard" / "bn_diagnostics")
+
+
 def test_same_seed_gives_identical_runs(tmp_path):
     first = training.run(_config(tmp_path / "a", seed=3))
     second = training.run(_config(tmp_path / "b", seed=3))
     assert first["test_loss"] == second["test_loss"]
-    assert first["test_accuracy"] == second["test_accuracy"]
+    assert _results(tmp_path / "a") == _results(tmp_path / "b")
 
 
-class _Interrupt(keras.callbacks.Callback):
-    def on_epoch_end(self, epoch, logs=None):
-        raise KeyboardInterrupt
+class _StopAt(keras.callbacks.Callback):
+    """Raises KeyboardInterrupt at (epoch, batch), as Ctrl-C would."""
+
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.at = (epoch, batch)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) >= self.at:
+            raise KeyboardInterrupt
 
 
-def test_interrupted_run_resumes_without_losing_or_repeating_epochs(tmp_path):
-    config = _config(tmp_path, epochs=3)
+def _assert_no_step_twice(logdir):
+    for run in ("train", "validation", "bn_diagnostics"):
+        for tag, steps in _events(logdir / run).items():
+            assert steps == sorted(set(steps)), (run, tag, steps)
+
+
+@pytest.mark.slow
+def test_interrupted_runs_resume_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    """Stopped mid-epoch, or killed while committing an epoch, a run resumed with the
+    same config ends with the same per-epoch metrics and test figures, to the last digit."""
+    reference = training.run(_config(tmp_path / "ref", epochs=3))
+
+    # Stopped in the middle of the third epoch (index 2): two epochs are kept.
+    mid = _config(tmp_path / "mid", epochs=3)
     with pytest.raises(KeyboardInterrupt):
-        training.run(config, extra_callbacks=[_Interrupt()])
-    assert _csv_epochs(tmp_path) == [0]
-    assert os.path.isdir(tmp_path / "backup")
-    metrics = training.run(config)
-    assert metrics["epochs_run_this_session"] == 2  # epochs 1 and 2; epoch 0 restored
-    assert _csv_epochs(tmp_path) == [0, 1, 2]
+        training.run(mid, extra_callbacks=[_StopAt(2, 5)])
+    assert [int(r["epoch"]) for r in _csv(tmp_path / "mid")] == [0, 1]
+    resumed = training.run(mid)
+    assert resumed["epochs_run_this_session"] == 1
+    assert _results(tmp_path / "mid") == _results(tmp_path / "ref")
+    _assert_no_step_twice(tmp_path / "mid" / "tensorboard")
+
+    # Killed during the write of epoch 2's state: the weights are written, the rename
+    # that commits them never happens, so epoch 1's state is the latest.
+    original = workdir.Workdir.commit
+
+    def dies_after_weights(self, model, state):
+        if state["epoch"] == 2:
+            os.makedirs(os.path.join(self.backup, ".tmp-0002-1"))
+            model.save_weights(os.path.join(self.backup, ".tmp-0002-1", "model.weights.h5"))
+            raise KeyboardInterrupt
+        original(self, model, state)
+
+    killed = _config(tmp_path / "killed", epochs=3)
+    monkeypatch.setattr(workdir.Workdir, "commit", dies_after_weights)
+    with pytest.raises(KeyboardInterrupt):
+        training.run(killed)
+    monkeypatch.setattr(workdir.Workdir, "commit", original)
+    assert workdir.Workdir(killed.workdir).latest().epoch == 1
+    resumed = training.run(killed)
+    assert resumed["epochs_run_this_session"] == 2
+    assert _results(tmp_path / "killed") == _results(tmp_path / "ref")
+    assert resumed["test_loss"] == reference["test_loss"]
+    assert not any(n.startswith(".tmp") for n in os.listdir(tmp_path / "killed" / "backup"))
+    _assert_no_step_twice(tmp_path / "killed" / "tensorboard")
+
+
+@pytest.mark.slow
+def test_raising_epochs_continues_a_finished_constant_lr_run(tmp_path):
+    training.run(_config(tmp_path / "ref", epochs=3))
+    training.run(_config(tmp_path / "more", epochs=2))
+    continued = training.run(_config(tmp_path / "more", epochs=3))
+    assert continued["epochs_run_this_session"] == 1
+    assert _results(tmp_path / "more") == _results(tmp_path / "ref")
+    _assert_no_step_twice(tmp_path / "more" / "tensorboard")
 
 
 def test_workdir_guards(tmp_path):
     training.run(_config(tmp_path, epochs=1))
-    with pytest.raises(FileExistsError, match="already holds a finished run"):
+    with pytest.raises(FileExistsError, match="already holds a finished run of 1 epochs"):
         training.run(_config(tmp_path, epochs=1))
-    os.remove(tmp_path / "final_metrics.json")
-    with pytest.raises(ValueError, match=r"other settings \(learning_rate\)"):
-        training.run(_config(tmp_path, epochs=1, learning_rate=0.5))
+    with pytest.raises(ValueError, match=r"other settings \(learning_rate: 0.001 -> 0.5\)"):
+        training.run(_config(tmp_path, epochs=2, learning_rate=0.5))
+    with pytest.raises(ValueError, match="lr_schedule='cosine' is shaped by the number of epochs"):
+        cosine = tmp_path / "cosine"
+        training.run(_config(cosine, epochs=1, lr_schedule="cosine"))
+        training.run(_config(cosine, epochs=2, lr_schedule="cosine"))
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    with pytest.raises(FileExistsError, match="is a file, not a directory"):
+        training.run(_config(a_file))
+
+
+def test_a_bad_config_writes_nothing(tmp_path):
+    config = _config(tmp_path / "run", virtual_batch_size=7)
+    with pytest.raises(ValueError, match="virtual_batch_size=7 does not divide the batch size "
+                                         "per replica 32"):
+        training.run(config)
+    assert not os.path.exists(tmp_path / "run")
+    # The corrected command then runs in the same workdir.
+    assert training.run(_config(tmp_path / "run", virtual_batch_size=8, epochs=1))["epochs"] == 1
 
 
 def test_mirrored_strategy_over_two_logical_cpus(tmp_path, mirrored_strategy):
@@ -117,36 +232,55 @@ def test_mirrored_strategy_over_two_logical_cpus(tmp_path, mirrored_strategy):
     assert metrics["replicas"] == 2 and metrics["global_batch_size"] == 32
     assert metrics["test_accuracy"] > 0.3
     model = keras.models.load_model(tmp_path / "final.keras")
-    norms = [l for l in model.layers if isinstance(l, BatchNormalization)]
-    assert norms and all(l.synchronized for l in norms)
+    norms = [layer for layer in model.layers if isinstance(layer, BatchNormalization)]
+    assert norms and all(layer.synchronized for layer in norms)
+
+
+def test_ghost_bn_trains_on_partial_batches_and_per_replica(tmp_path, mirrored_strategy):
+    # 300 examples: 9 batches of 32 and one of 12 (groups 8 + 4); a 64-image probe.
+    metrics = training.run(_config(tmp_path / "one", synthetic_examples=300, batch_size=32,
+                                   virtual_batch_size=8, epochs=1))
+    assert np.isfinite(metrics["test_loss"])
+    two = training.run(_config(tmp_path / "two", synthetic_examples=300, batch_size=16,
+                               virtual_batch_size=8, epochs=1), strategy_override=mirrored_strategy)
+    assert two["replicas"] == 2 and np.isfinite(two["test_loss"])
+    model = keras.models.load_model(tmp_path / "two" / "final.keras")
+    # Ghost batches are per replica by nature: no cross-replica synchronization.
+    assert not any(getattr(layer, "synchronized", False) for layer in model.layers)
 
 
 @pytest.mark.parametrize("overrides", [
-    dict(bn="none", optimizer="sgd", lr_schedule="cosine"),
-    dict(bn="keras", lr_schedule="warmup_cosine", augment=True),
+    dict(bn="none", optimizer="sgd", lr_schedule="cosine", nesterov=True, weight_decay=5e-3),
+    dict(bn="keras", lr_schedule="warmup_cosine", augment=True, label_smoothing=0.1),
     dict(bn="custom", virtual_batch_size=8, mixed_precision="mixed_float16"),
     dict(model="conv1d_example", bn="custom", batch_size=16, synthetic_examples=64),
 ])
 def test_variants_train(tmp_path, overrides):
     metrics = training.run(_config(tmp_path, epochs=1, **overrides))
-    assert np.isfinite(metrics["test_loss"])
+    assert np.isfinite(metrics["test_loss"]) and metrics["test_accuracy"] > 0.1
+
+
+def test_weight_decay_spares_bn_and_biases():
+    optimizer = training.make_optimizer(_config("x", weight_decay=1e-2, optimizer="sgd"), 10)
+    model = models.build_model("lenet", "custom")
+    optimizer.build(model.trainable_variables)
+    decayed = {v.name for v in model.trainable_variables if optimizer._use_weight_decay(v)}
+    assert decayed == {"kernel"}
+
+
+def test_label_smoothing_loss_matches_categorical_crossentropy():
+    logits = np.random.default_rng(0).normal(size=(6, 10)).astype(np.float32)
+    labels = np.arange(6) % 10
+    ours = training.SmoothedSparseCrossentropy(0.1)(labels, logits)
+    expected = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1)(
+        keras.ops.one_hot(labels, 10), logits)
+    np.testing.assert_allclose(float(ours), float(expected), rtol=1e-6)
 
 
 def test_divergence_is_reported_not_hidden(tmp_path):
     metrics = training.run(_config(tmp_path, epochs=2, bn="none", optimizer="sgd",
                                    learning_rate=1e8))
     assert metrics["diverged"] and metrics["diverged_at_epoch"] == 0
-
-
-@pytest.mark.parametrize("overrides,pattern", [
-    (dict(bn="batch"), "bn='batch' is not one of none, keras, custom"),
-    (dict(epochs=0), "epochs must be at least 1"),
-    (dict(learning_rate=-1.0), "learning_rate must be positive"),
-    (dict(model="conv1d_example", dataset="cifar10"), "synthetic"),
-])
-def test_bad_config_names_the_field(tmp_path, overrides, pattern):
-    with pytest.raises(ValueError, match=pattern):
-        _config(tmp_path, **overrides).validate()
 
 
 def test_learning_rate_schedules():
@@ -160,8 +294,9 @@ def test_learning_rate_schedules():
 
 
 @pytest.mark.real_data
+@pytest.mark.slow
 def test_lenet_with_our_bn_learns_real_cifar10_in_one_epoch(tmp_path, cifar10_dir):
-    metrics = training.run(training.TrainConfig(
+    metrics = training.run(TrainConfig(
         model="lenet", bn="custom", dataset="cifar10", data_dir=cifar10_dir, download=False,
         epochs=1, batch_size=128, workdir=str(tmp_path), verbose=0))
     assert metrics["test_accuracy"] > 0.35
