@@ -55,3 +55,55 @@ def experiment():
         return module
 
     return load
+
+
+@pytest.fixture
+def run_script():
+    """Runs an experiments/ script in a fresh process: run_script("train", "--epochs=1")."""
+    import subprocess
+    import sys
+
+    def run(name, *args, timeout=600, **kwargs):
+        script = os.path.join(_REPO, "experiments", f"{name}.py")
+        return subprocess.run([sys.executable, script, *args], capture_output=True, text=True,
+                              timeout=timeout, cwd=_REPO, **kwargs)
+
+    return run
+
+
+@pytest.fixture
+def tensorboard_server():
+    """Starts the real `tensorboard` on a free 127.0.0.1 port: server(logdir) -> base URL.
+    Every server started is stopped by its pid at the end of the test."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    started = []
+
+    def start(logdir):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        binary = os.path.join(os.path.dirname(sys.executable), "tensorboard")
+        proc = subprocess.Popen([binary, f"--logdir={logdir}", "--host=127.0.0.1",
+                                 f"--port={port}"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        started.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"{url}/data/runs", timeout=2).read()
+                return url
+            except OSError:
+                time.sleep(0.5)
+        raise RuntimeError("tensorboard did not start within 60 s")
+
+    yield start
+    for proc in started:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)

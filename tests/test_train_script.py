@@ -1,0 +1,209 @@
+"""experiments/train.py as a user meets it: its output, Ctrl-C, kills at any moment, TensorBoard.
+
+Every test here starts fresh Python processes (TensorFlow's start-up is several
+seconds each), hence the `slow` marker.
+"""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+
+import numpy as np
+import pytest
+
+from bn_keras import training
+from bn_keras.config import TrainConfig
+
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(ROOT, "experiments", "train.py")
+# 96 steps per epoch of a few seconds: long enough to be stopped in the middle.
+ARGS = ["--dataset=synthetic", "--synthetic_examples=3072", "--batch_size=32", "--epochs=3",
+        "--log_every_n_steps=8"]
+RESULT_COLUMNS = ("epoch", "step", "loss", "accuracy", "val_loss", "val_accuracy",
+                  "learning_rate")
+# Kills the process (SIGKILL, no clean-up) while it writes the state of epoch 2, after
+# the weights and before the state file: in the middle of a checkpoint write.
+KILL_IN_COMMIT = """
+import os, runpy, signal, sys
+from bn_keras import atomic
+write_text = atomic.write_text
+def dying(path, text):
+    if path.endswith("state.json") and '"epoch": 2,' in text:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return write_text(path, text)
+atomic.write_text = dying
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+# Kills the process after the final model is saved, before final_metrics.json.
+KILL_IN_FINISH = KILL_IN_COMMIT.replace(
+    'path.endswith("state.json") and \'"epoch": 2,\' in text', 'path.endswith("final_metrics.json")')
+
+
+# As a user's shell has it: the test session's own TensorFlow log level not inherited.
+ENV = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+
+
+def _start(workdir, *extra, code=None):
+    prefix = [sys.executable, "-c", code] if code else [sys.executable]
+    return subprocess.Popen([*prefix, TRAIN, *ARGS, f"--workdir={workdir}", *extra],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=ENV)
+
+
+def _rows(workdir):
+    path = os.path.join(workdir, "metrics.csv")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def _wait_for_epochs(workdir, count, timeout=300):
+    deadline = time.time() + timeout
+    while len(_rows(workdir)) < count:
+        assert time.time() < deadline, f"no {count} epochs in {workdir} after {timeout} s"
+        time.sleep(0.05)
+
+
+def _results(workdir):
+    rows = [{k: r[k] for k in RESULT_COLUMNS} for r in _rows(workdir)]
+    with open(os.path.join(workdir, "final_metrics.json")) as f:
+        final = json.load(f)
+    return rows, final["test_loss"], final["test_accuracy"], final["loss_curve"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run every interrupted one must reproduce."""
+    workdir = tmp_path_factory.mktemp("reference")
+    proc = _start(workdir)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    return _results(workdir), out, err
+
+
+def test_output_is_one_line_per_epoch_and_no_tensorflow_chatter(reference):
+    _, out, err = reference
+    lines = out.splitlines()
+    assert lines[0].startswith("starting: model=lenet bn=custom")
+    assert [line.split(":")[0] for line in lines[1:4]] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert lines[4].startswith("test accuracy ") and len(lines) == 5
+    assert "\x1b" not in out and "\r" not in out  # no progress bar in a log file
+    for noise in ("I0000", "W0000", "E0000", "oneDNN", "cuInit", "absl::InitializeLog"):
+        assert noise not in err, (noise, err)
+
+
+def test_verbosity_brings_tensorflow_logs_back(tmp_path):
+    proc = subprocess.run([sys.executable, TRAIN, "--dataset=synthetic", "--epochs=1",
+                           f"--workdir={tmp_path}", "--verbosity=0"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600, env=ENV)
+    assert proc.returncode == 0, proc.stderr
+    assert "I0000" in proc.stderr
+
+
+def test_ctrl_c_answers_within_two_seconds_and_the_rerun_is_exact(tmp_path, reference):
+    proc = _start(tmp_path)
+    _wait_for_epochs(tmp_path, 1)
+    time.sleep(0.5)  # into epoch 2
+    start = time.time()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    latency = time.time() - start
+    assert proc.returncode == 130, err
+    assert latency < 2.0, latency
+    assert "interrupted: 1 of 3 epochs saved in" in err
+    assert "run the same command again to resume" in err and "Traceback" not in err
+    rerun = _start(tmp_path)
+    out, err = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, err
+    assert "resuming after epoch 1" in out
+    assert _results(tmp_path) == reference[0]
+
+
+def test_killed_at_any_moment_the_rerun_is_exact(tmp_path, reference):
+    # 1. SIGKILL in the middle of epoch 2.
+    proc = _start(tmp_path)
+    _wait_for_epochs(tmp_path, 1)
+    time.sleep(0.7)
+    proc.kill()
+    proc.communicate()
+    assert len(_rows(tmp_path)) == 1
+    # 2. SIGKILL in the middle of writing epoch 2's checkpoint.
+    proc = _start(tmp_path, code=KILL_IN_COMMIT)
+    proc.communicate(timeout=600)
+    assert proc.returncode == -signal.SIGKILL
+    assert len(_rows(tmp_path)) == 1  # epoch 2 never committed
+    assert any(n.startswith(".tmp-0002") for n in os.listdir(tmp_path / "backup"))
+    # 3. SIGKILL after training, before the run is marked finished.
+    proc = _start(tmp_path, code=KILL_IN_FINISH)
+    proc.communicate(timeout=600)
+    assert proc.returncode == -signal.SIGKILL
+    assert len(_rows(tmp_path)) == 3 and not os.path.exists(tmp_path / "final_metrics.json")
+    # 4. The same command once more: it finishes, with the uninterrupted run's numbers.
+    proc = _start(tmp_path)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    assert _results(tmp_path) == reference[0]
+    assert not any(n.startswith(".tmp") for n in os.listdir(tmp_path / "backup"))
+
+
+def test_user_errors_are_one_line(tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    proc = subprocess.run([sys.executable, TRAIN, "--dataset=synthetic", f"--workdir={a_file}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (f"error: --workdir='{a_file}' is a file, not a directory; "
+                                   "choose a directory path.")
+    proc = subprocess.run([sys.executable, TRAIN, "--dataset=synthetic",
+                           "--virtual_batch_size=7", f"--workdir={tmp_path / 'ghost'}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
+    assert "virtual_batch_size=7 does not divide the batch size per replica 128" in proc.stderr
+    assert not os.path.exists(tmp_path / "ghost")
+
+
+def _get_json(url):
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.load(response)
+
+
+def test_tensorboard_server_shows_one_point_per_epoch_equal_to_metrics_csv(
+        tmp_path, tensorboard_server):
+    # 10 steps per epoch, chunks of 3 steps, a loss window of 7: nothing divides anything.
+    training.run(TrainConfig(dataset="synthetic", synthetic_examples=300, batch_size=32,
+                             epochs=3, steps_per_execution=3, log_every_n_steps=7,
+                             workdir=str(tmp_path), verbose=0, probe_size=64))
+    url = tensorboard_server(tmp_path / "tensorboard")
+    deadline = time.time() + 60
+    while True:
+        tags = _get_json(f"{url}/data/plugin/scalars/tags")
+        if {"train", "validation", "bn_diagnostics"} <= set(tags) or time.time() > deadline:
+            break
+        time.sleep(1)
+    assert {"epoch_loss", "epoch_accuracy", "epoch_learning_rate", "epoch_images_per_second",
+            "batch_loss"} <= set(tags["train"])
+    assert {"epoch_loss", "epoch_accuracy"} <= set(tags["validation"])
+    assert any(t.startswith("grad_norm/") for t in tags["bn_diagnostics"])
+    rows = _rows(tmp_path)
+    steps = [int(r["step"]) for r in rows]
+    assert steps == [10, 20, 30]
+    for run, prefix, tag in (("train", "", "loss"), ("train", "", "accuracy"),
+                             ("train", "", "learning_rate"), ("train", "", "images_per_second"),
+                             ("validation", "val_", "loss"), ("validation", "val_", "accuracy")):
+        query = urllib.parse.urlencode({"run": run, "tag": f"epoch_{tag}"})
+        points = _get_json(f"{url}/data/plugin/scalars/scalars?{query}")  # [wall, step, value]
+        assert [p[1] for p in points] == steps, (run, tag)
+        np.testing.assert_array_equal(np.float32([p[2] for p in points]),
+                                      np.float32([float(r[prefix + tag]) for r in rows]))
+    query = urllib.parse.urlencode({"run": "bn_diagnostics", "tag": "grad_norm/conv1"})
+    assert [p[1] for p in _get_json(f"{url}/data/plugin/scalars/scalars?{query}")] == [0, *steps]
