@@ -128,6 +128,7 @@ def test_export_script_verifies_in_a_fresh_process(tmp_path, trained_lenet):
     assert os.path.exists(tmp_path / "small" / "1" / "saved_model.pb")
 
 
+@pytest.mark.slow
 def test_predict_script_takes_any_image_and_skips_unreadable_ones(tmp_path, trained_lenet, images,
                                                                  png_claiming):
     model, _ = trained_lenet
