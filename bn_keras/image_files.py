@@ -2,8 +2,8 @@
 
 Every file is measured from its header before a pixel is decoded (PNG: the
 IHDR chunk; JPEG: the SOFn frame header), and refused when it claims more than
-`MAX_PIXELS`: TensorFlow's decoders allocate the whole claimed image first, so
-a 4.6 MB PNG declaring 40000x40000 RGB would ask for 4.8 GB. (Pillow's lazy
+`MAX_PIXELS`: TensorFlow's decoders size their output from the header, so a
+4.6 MB PNG declaring 40000x40000 RGB would ask for 4.8 GB. (Pillow's lazy
 `Image.open` reads the same headers, but its limit is a process-wide setting,
 `PIL.Image.MAX_IMAGE_PIXELS`, that warns at one size and raises at twice it.)
 
