@@ -2,71 +2,88 @@
 
 Exports the same model twice (BN folded into conv/dense, and not), loads both
 with tf.saved_model.load and times the serving_default signature on uint8
-batches of 1 and 256, interleaved, in one process.
+batches of 1 and 256, in turn, round after round (bn_keras.timing.interleaved,
+after one warm-up round), in one process; the table gives medians.
 
     python benchmarks/bench_serving.py [--model=lenet|resnet20] [--workdir=runs/x]
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import statistics
-import tempfile
-import time
+from bn_keras import cli
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+cli.quiet_tensorflow()
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import os  # noqa: E402
+import tempfile  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 
-from bn_keras import export, models  # noqa: E402
+from absl import flags  # noqa: E402
 
+from bn_keras import cifar  # noqa: E402
 
-def _time(fn, images, iterations):
-    start = time.perf_counter()
-    for _ in range(iterations):
-        out = fn(image=images)
-    out["logits"].numpy()
-    return (time.perf_counter() - start) / iterations
+FLAGS = flags.FLAGS
+BATCHES = ((1, 200), (256, 10))  # (batch size, calls per timing)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="lenet", choices=["lenet", "resnet20"])
-    parser.add_argument("--workdir", default=None,
-                        help="export this training run's best checkpoint instead of a fresh model")
-    parser.add_argument("--repeats", type=int, default=7)
-    args = parser.parse_args()
-    if args.workdir:
-        model = keras.models.load_model(os.path.join(args.workdir, "checkpoints", "best.keras"))
-    else:
-        model = models.build_model(args.model, "custom")
+def define_flags() -> None:
+    flags.DEFINE_enum("model", "lenet", ["lenet", "resnet20"],
+                      "Network to export (freshly initialized) when --workdir is not given.")
+    flags.DEFINE_string("workdir", None,
+                        "Export this training run's checkpoints/best.keras instead.")
+    flags.DEFINE_integer("repeats", 7, "Timed rounds after the warm-up round.", lower_bound=1)
+
+
+def seconds_per_batch(signature, images, calls: int) -> Callable[[], float]:
+    """A measure: mean seconds of `signature(image=images)` over `calls` calls."""
+    from bn_keras import timing
+
+    return lambda: timing.seconds_per_call(lambda: signature(image=images), calls,
+                                           sync=lambda out: out["logits"].numpy())
+
+
+def load_model():
+    import keras
+
+    from bn_keras import models
+
+    if FLAGS.workdir is None:
+        return models.build_model(FLAGS.model, "custom")
+    path = os.path.join(FLAGS.workdir, "checkpoints", "best.keras")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no checkpoint at {path}; is --workdir a training run?")
+    return keras.models.load_model(path)
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    import numpy as np
+    import tensorflow as tf
+
+    from bn_keras import export, timing
+
+    model = load_model()
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         signatures = {}
         for fold in (False, True):
             path = export.export_saved_model(model, tmp, f"fold_{fold}", fold_bn=fold)
             signatures[fold] = export.load_serving_model(path).signatures["serving_default"]
-        print(f"{model.name}, {os.cpu_count()} CPU cores; median of {args.repeats} repeats\n")
+        print(f"{model.name}, {os.cpu_count()} CPU cores; median of {FLAGS.repeats} "
+              "interleaved rounds\n")
         print("| batch | unfolded ms/batch | folded ms/batch | unfolded img/s | folded img/s | "
               "folded / unfolded time |")
         print("|---|---|---|---|---|---|")
-        for batch, iterations in ((1, 200), (256, 10)):
-            images = tf.constant(rng.integers(0, 256, (batch, 32, 32, 3)), tf.uint8)
-            for fn in signatures.values():
-                _time(fn, images, 3)
-            times = {fold: [] for fold in signatures}
-            for _ in range(args.repeats):
-                for fold, fn in signatures.items():
-                    times[fold].append(_time(fn, images, iterations))
-            t = {fold: statistics.median(v) for fold, v in times.items()}
+        for batch, calls in BATCHES:
+            images = tf.constant(rng.integers(0, 256, (batch, *cifar.IMAGE_SHAPE)), tf.uint8)
+            t = timing.interleaved_medians(
+                {fold: seconds_per_batch(fn, images, calls) for fold, fn in signatures.items()},
+                FLAGS.repeats)
             print(f"| {batch} | {t[False] * 1e3:.3f} | {t[True] * 1e3:.3f} | "
                   f"{batch / t[False]:.0f} | {batch / t[True]:.0f} | {t[True] / t[False]:.2f}x |",
                   flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    define_flags()
+    cli.run(main)

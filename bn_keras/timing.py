@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 
 def seconds_per_call(fn: Callable[[], Any], iterations: int,
@@ -49,6 +50,6 @@ def interleaved_medians(measures: Mapping[str, Callable[[], float]], rounds: int
     return medians(interleaved(measures, rounds, warmup))
 
 
-def spread(values: list[float]) -> str:
+def spread(values: list[float], format_spec: str = ".4g") -> str:
     """'min-max' of a candidate's values, for tables that show the noise."""
-    return f"{min(values):.4g}-{max(values):.4g}"
+    return f"{min(values):{format_spec}}-{max(values):{format_spec}}"

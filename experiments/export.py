@@ -70,14 +70,11 @@ def _run_metadata(workdir: str | None) -> dict:
 
 
 def test_images(dataset: str, data_dir: str | None):
-    import numpy as np
-
     from bn_keras import data
 
     source = (data.synthetic_images(1000, seed=7) if dataset == "synthetic"
-              else data.load_cifar10("test", data_dir, download=False))
-    images, labels = zip(*source.as_numpy_iterator())
-    return np.stack(images), np.asarray(labels)
+              else data.cifar10_examples("test", data_dir, download=False))
+    return source.inputs, source.labels
 
 
 def run(workdir, model_path, name, base_dir, version, overwrite, fold_bn, dataset, data_dir,

@@ -107,3 +107,22 @@ def tensorboard_server():
     for proc in started:
         os.kill(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+@pytest.fixture
+def png_claiming():
+    """PNG bytes whose header claims width x height RGB, followed by only one row of data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    def make(width: int, height: int) -> bytes:
+        header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+        first_row = zlib.compress(b"\0" * (1 + 3 * width))  # filter byte + black pixels
+        return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", first_row)
+                + chunk(b"IEND", b""))
+
+    return make

@@ -26,7 +26,7 @@ def trained_lenet(tmp_path_factory):
     model = models.lenet_cifar("custom", momentum=0.9)
     model.compile(optimizer="adam",
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(data.make_pipeline(data.synthetic_images(256), 32, training=True), epochs=2,
+    model.fit(data.TrainingStream(data.synthetic_images(256), 32).epochs(0, 2), epochs=2,
               verbose=0)
     path = str(tmp_path_factory.mktemp("model") / "lenet.keras")
     model.save(path)
@@ -35,8 +35,8 @@ def trained_lenet(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def images():
-    x, y = zip(*data.synthetic_images(64, seed=5).as_numpy_iterator())
-    return np.stack(x), np.asarray(y)
+    examples = data.synthetic_images(64, seed=5)
+    return examples.inputs, examples.labels
 
 
 @pytest.mark.parametrize("bn,placement,folded", [("custom", "before_relu", 4),
@@ -128,31 +128,45 @@ def test_export_script_verifies_in_a_fresh_process(tmp_path, trained_lenet):
     assert os.path.exists(tmp_path / "small" / "1" / "saved_model.pb")
 
 
-def test_predict_script_and_its_errors(tmp_path, trained_lenet, images):
+@pytest.mark.slow
+def test_predict_script_takes_any_image_and_skips_unreadable_ones(tmp_path, trained_lenet, images,
+                                                                 png_claiming):
     model, _ = trained_lenet
-    version = export.export_saved_model(model, str(tmp_path / "models"), "lenet")
+    export.export_saved_model(model, str(tmp_path / "models"), "lenet")
     img_dir = tmp_path / "imgs"
     img_dir.mkdir()
-    for i in range(2):
-        tf.io.write_file(str(img_dir / f"img{i}.png"), tf.io.encode_png(images[0][i]))
-    tf.io.write_file(str(tmp_path / "big.png"), tf.io.encode_png(np.zeros((40, 40, 3), np.uint8)))
-    tf.io.write_file(str(tmp_path / "gray.png"), tf.io.encode_png(np.zeros((32, 32, 1), np.uint8)))
-    (tmp_path / "notes.png").write_text("not an image")
+    tf.io.write_file(str(img_dir / "cifar.png"), tf.io.encode_png(images[0][0]))
+    tf.io.write_file(str(img_dir / "wide.png"), tf.io.encode_png(np.zeros((48, 64, 3), np.uint8)))
+    tf.io.write_file(str(img_dir / "rgba.png"), tf.io.encode_png(np.zeros((32, 32, 4), np.uint8)))
+    tf.io.write_file(str(img_dir / "gray.jpg"), tf.io.encode_jpeg(np.zeros((32, 32, 1), np.uint8)))
+    (img_dir / "notes.png").write_text("not an image")
+    (img_dir / "huge.png").write_bytes(png_claiming(40000, 40000))
 
     def predict(*args):
         return subprocess.run([sys.executable, _script("predict.py"), *args],
                               capture_output=True, text=True, timeout=300)
 
-    ok = predict(f"--saved_model={tmp_path / 'models' / 'lenet'}", str(img_dir))
-    assert ok.returncode == 0, ok.stderr[-2000:]
-    lines = [l for l in ok.stdout.splitlines() if l.strip()]
-    assert len(lines) == 2 and all(any(c in l for c in cifar.CLASS_NAMES) for l in lines)
-    for bad, message in ((tmp_path / "big.png", "expected a 32x32 RGB image, got 40x40"),
-                         (tmp_path / "gray.png", "with 1 channel"),
-                         (tmp_path / "notes.png", "not a PNG or JPEG image"),
-                         (tmp_path / "absent.png", "no such file")):
-        proc = predict(f"--saved_model={version}", str(bad))
-        assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-1000:]
-        assert "Traceback" not in proc.stderr
+    proc = predict(f"--saved_model={tmp_path / 'models' / 'lenet'}", str(img_dir),
+                   str(tmp_path / "absent.png"))
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    predicted = {line.split(": ")[0]: line for line in proc.stdout.splitlines() if line.strip()}
+    assert sorted(predicted) == [str(img_dir / n) for n in ("cifar.png", "gray.jpg", "rgba.png",
+                                                           "wide.png")]
+    assert all(any(c in line for c in cifar.CLASS_NAMES) for line in predicted.values())
+    errors = proc.stderr.splitlines()
+    for line in (f"note: {img_dir / 'wide.png'}: resized from 64x48 to 32x32 (bilinear, "
+                 "as keras.layers.Resizing)",
+                 f"note: {img_dir / 'rgba.png'}: alpha channel dropped",
+                 f"note: {img_dir / 'gray.jpg'}: grayscale, replicated to 3 channels",
+                 f"skipped {img_dir / 'notes.png'}: not a PNG or JPEG image (it starts with "
+                 "b'not an i').",
+                 f"skipped {tmp_path / 'absent.png'}: No such file or directory."):
+        assert line in errors, proc.stderr[-2000:]
+    assert (f"skipped {img_dir / 'huge.png'}: its PNG header claims 40000x40000 pixels (4.8 GB "
+            "decoded as RGB)") in proc.stderr and "refused before decoding" in proc.stderr
+    assert errors[-1].startswith("error: 3 of 7 images could not be read (named above)")
+    assert "Traceback" not in proc.stderr
+
     proc = predict(f"--saved_model={tmp_path}", str(img_dir))
     assert proc.returncode != 0 and "not a SavedModel" in proc.stderr
+    assert "Traceback" not in proc.stderr
