@@ -6,7 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from bn_keras import models, study, training, tuning
+from bn_keras import models, study, tuning
+from bn_keras.config import TrainConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -15,7 +16,7 @@ def _base(tmp_path, **overrides):
     values = dict(dataset="synthetic", synthetic_examples=256, epochs=2, batch_size=32,
                   bn_momentum=0.9, verbose=0, workdir=str(tmp_path), probe_size=32)
     values.update(overrides)
-    return training.TrainConfig(**values)
+    return TrainConfig(**values)
 
 
 def test_tutorial_network_is_the_no_bn_network():
@@ -27,57 +28,6 @@ def test_tutorial_network_is_the_no_bn_network():
     x = np.random.default_rng(0).normal(size=(4, 32, 32, 3)).astype(np.float32)
     np.testing.assert_allclose(tutorial(x, training=True).numpy(), plain(x, training=True).numpy(),
                                atol=1e-6)
-
-
-def _report(callback, epoch, batch_losses, k, steps):
-    """Feeds `callback` an epoch as Keras reports it: every k-th step, running means."""
-    callback.set_params({"steps": steps, "epochs": 3})
-    callback.on_epoch_begin(epoch)
-    for end in range(k - 1, steps + k - 1, k):  # Keras: begin + k - 1, even past the end
-        callback.on_train_batch_end(end, {"loss": np.mean(batch_losses[: end + 1])})
-    callback.on_epoch_end(epoch)
-
-
-def test_loss_every_n_recovers_window_means():
-    callback = study.LossEveryN(2)
-    _report(callback, 0, [4.0, 2.0, 3.0, 1.0], k=1, steps=4)
-    assert callback.points == [(2, pytest.approx(3.0), 1), (4, pytest.approx(2.0), 1)]
-
-
-def test_loss_every_n_caps_a_short_last_chunk_and_keeps_global_steps():
-    callback = study.LossEveryN(4)
-    losses = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 100.0]  # 9 steps, reported every 4
-    _report(callback, 0, losses, k=4, steps=9)
-    _report(callback, 1, losses, k=4, steps=9)
-    # The 9th step (a chunk of 1 reported as step 11) is too short a window; epoch 2
-    # starts at global step 9, not 12.
-    assert callback.points == [(4, pytest.approx(2.5), 1), (8, pytest.approx(6.5), 1),
-                               (13, pytest.approx(2.5), 2), (17, pytest.approx(6.5), 2)]
-
-
-def test_epoch_logs_survive_a_resumed_run(tmp_path):
-    path = str(tmp_path / "loss.json")
-    first = study.LossEveryN(2, path)
-    _report(first, 0, [4.0, 2.0], k=1, steps=2)
-    _report(first, 1, [1.0, 1.0], k=1, steps=2)
-    first.on_epoch_begin(2)
-    first.set_params({"steps": 2})
-    first.on_train_batch_end(1, {"loss": 9.0})  # epoch 3 is interrupted before its end
-    resumed = study.LossEveryN(2, path)  # BackupAndRestore restarts epoch 3 (index 2)
-    _report(resumed, 2, [5.0, 5.0], k=1, steps=2)
-    assert resumed.points == [[2, 3.0, 1], [4, 1.0, 2], (6, pytest.approx(5.0), 3)]
-
-
-def test_loss_every_n_is_the_same_with_steps_per_execution(tmp_path):
-    """Several steps per tf.function call (how the full study runs) give the same curve."""
-    curves = []
-    for k in (1, 2):
-        callback = study.LossEveryN(4)
-        training.run(_base(tmp_path / str(k), steps_per_execution=k, bn="custom"),
-                     extra_callbacks=[callback])
-        curves.append(callback.points)
-    assert [p[0] for p in curves[0]] == [p[0] for p in curves[1]] == [4, 8, 12, 16]
-    np.testing.assert_allclose([p[1] for p in curves[1]], [p[1] for p in curves[0]], rtol=1e-5)
 
 
 def test_a_run_does_not_depend_on_the_runs_before_it(tmp_path):
@@ -135,7 +85,7 @@ def test_epochs_to_reach():
     assert study.epochs_to_reach([0.3], 0.4) is None
 
 
-def test_run_study_summarizes_plots_and_resumes(tmp_path):
+def test_run_study_summarizes_plots_and_resumes(tmp_path, monkeypatch):
     arms = [study.arm("no_bn", bn="none"), study.arm("our_bn", bn="custom"),
             study.arm("tutorial", model="lenet_tutorial", bn="keras")]
     results = study.run_study(arms, [0, 1], _base(tmp_path), str(tmp_path / "runs"),
@@ -152,7 +102,8 @@ def test_run_study_summarizes_plots_and_resumes(tmp_path):
     png = study.plot_loss_curves(results, str(tmp_path / "loss.png"), "t")
     assert os.path.getsize(png) > 1000
     assert os.path.isdir(tmp_path / "runs" / "our_bn_seed0" / "tensorboard" / "hparams")
-    again = study.run_study(arms, [0, 1], _base(tmp_path), str(tmp_path / "runs"))
+    monkeypatch.setattr(study.training, "run", lambda config: pytest.fail("trained again"))
+    again = study.run_study(arms, [0, 1], _base(tmp_path), str(tmp_path / "runs"), loss_every=4)
     assert [r["test_accuracy"] for r in again] == [r["test_accuracy"] for r in results]
 
 
