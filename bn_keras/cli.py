@@ -1,8 +1,9 @@
 """Entry-point support for the absl scripts in experiments/ and benchmarks/.
 
 - `quiet_tensorflow()`, called before TensorFlow is imported: no C++ log lines
-  (oneDNN notices, "failed call to cuInit", ...) unless `--verbosity` is 0 or
-  more (absl's own flag: 0 is INFO, 1 and up DEBUG).
+  (oneDNN notices, "failed call to cuInit", ...) and, in `run`, no INFO lines of
+  TensorFlow or TFDS, unless `--verbosity` is 0 or more (absl's own flag: 0 is
+  INFO, 1 and up DEBUG).
 - `run(main)`: absl.app.run(main) with one line and a non-zero exit for every
   user error, progress lines from the `bn_keras` loggers on stdout, and Ctrl-C
   answered within a moment: a line saying what is saved and how to resume,
@@ -138,6 +139,12 @@ def run(main: Callable[[list[str]], None],
             import keras
 
             keras.config.disable_traceback_filtering()
+        if verbosity(sys.argv) is None:
+            # absl.app makes INFO the default, which lets TensorFlow's and TFDS' INFO
+            # lines through; --verbosity=0 brings them back.
+            from absl import logging as absl_logging
+
+            absl_logging.set_verbosity(absl_logging.WARNING)
         configure_logging()
         exit_promptly_on_interrupt(on_interrupt)
         try:

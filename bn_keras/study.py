@@ -197,61 +197,39 @@ def agreement(results: Sequence[dict], first: str, second: str) -> dict[str, Any
             "identical": identical}
 
 
-def axes():
-    """A matplotlib figure and axes, drawn off-screen."""
-    import matplotlib
+def batch_statistics_accuracy(model_path: str, test: tf.data.Dataset) -> float:
+    """Test accuracy of a saved model when BN normalizes each test batch with its own
+    statistics (training mode, weights not updated) instead of the moving ones."""
+    import keras
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import bn_keras.models  # noqa: F401 - registers our layers for loading
 
-    return plt.subplots(figsize=(7, 4.5))
-
-
-def save_figure(fig, ax, path: str, title: str, xlabel: str, ylabel: str) -> str:
-    import matplotlib.pyplot as plt
-
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    model = keras.models.load_model(model_path)
+    correct = total = 0
+    for x, y in test:
+        logits = model(x, training=True)
+        correct += int(np.sum(np.argmax(logits, -1) == y.numpy()))
+        total += int(y.shape[0])
+    return correct / total
 
 
-def plot_loss_curves(results: Sequence[dict], path: str, title: str) -> str:
-    """Mean training loss per window, one line per arm with a min-max band over seeds."""
-    fig, ax = axes()
-    groups = by_arm(results)
-    # Arms that train alike draw on top of each other: a line style each keeps them visible.
-    for (name, runs), style in zip(groups.items(), ("-", "--", "-.", ":") * len(groups)):
-        curves = [np.asarray(r["loss_curve"]) for r in runs if r["loss_curve"]]
-        if not curves:
-            continue
-        length = min(len(c) for c in curves)
-        steps = curves[0][:length, 0]
-        losses = np.stack([c[:length, 1] for c in curves])
-        ax.plot(steps, losses.mean(0), style, linewidth=1.2,
-                label=f"{name} ({len(curves)} seeds)")
-        ax.fill_between(steps, losses.min(0), losses.max(0), alpha=0.2)
-    return save_figure(fig, ax, path, title, "mini-batch", "mean training loss of the window")
+def gradient_norm_rows(runs_dir: str, base: TrainConfig, arms: Sequence[Arm]) -> list[dict]:
+    """Per-layer gradient norms on a fixed batch of validation images, at initialization
+    (seed 0) and after training (the seed-0 run's final model), for every arm."""
+    import keras
 
+    from bn_keras import diagnostics, models
 
-def plot_metric_vs(results: Sequence[dict], x_key: str, path: str, title: str,
-                   log_x: bool = True) -> str:
-    """Final test accuracy against an override (learning rate, batch size), one line per arm family."""
-    fig, ax = axes()
-    families: dict[str, dict[float, list[float]]] = {}
-    for r in results:
-        family = r["arm"].rsplit("@", 1)[0]
-        accuracy = 0.1 if r["diverged"] else r["test_accuracy"]  # a diverged net is at chance
-        families.setdefault(family, {}).setdefault(r["overrides"][x_key], []).append(accuracy)
-    for family, points in families.items():
-        xs = sorted(points)
-        means = [np.mean(points[x]) for x in xs]
-        stds = [np.std(points[x], ddof=1) if len(points[x]) > 1 else 0.0 for x in xs]
-        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=family)
-    if log_x:
-        ax.set_xscale("log", base=2 if x_key == "batch_size" else 10)
-    return save_figure(fig, ax, path, title, x_key, "test accuracy (diverged = 0.1, chance)")
+    rows = []
+    datasets = training.make_datasets(base)
+    x, y = training.probe_batch(datasets["validation"], base.batch_size)
+    for a in arms:
+        config = a.config(base, 0, "")
+        keras.utils.set_random_seed(0)
+        probes = {"init": models.build_model(config.model, config.bn, **config.model_options(1)),
+                  "trained": keras.models.load_model(
+                      os.path.join(runs_dir, f"{a.name}_seed0", "final.keras"))}
+        for when, model in probes.items():
+            for layer, norm in diagnostics.gradient_norms(model, x, y).items():
+                rows.append({"arm": a.name, "when": when, "layer": layer, "grad_norm": norm})
+    return rows

@@ -39,11 +39,12 @@ def csv_text(rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> str:
 
 
 def write_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], directory: str,
-                stem: str, preamble: str = "") -> tuple[str, str]:
-    """Writes DIRECTORY/STEM.md (preamble + table) and DIRECTORY/STEM.csv; returns both paths."""
+                stem: str, preamble: str = "", postscript: str = "") -> tuple[str, str]:
+    """Writes DIRECTORY/STEM.md (preamble + table + postscript) and DIRECTORY/STEM.csv, each
+    atomically; returns both paths."""
     os.makedirs(directory, exist_ok=True)
     md_path = os.path.join(directory, f"{stem}.md")
     csv_path = os.path.join(directory, f"{stem}.csv")
-    atomic.write_text(md_path, preamble + markdown_table(rows, columns))
+    atomic.write_text(md_path, preamble + markdown_table(rows, columns) + postscript)
     atomic.write_text(csv_path, csv_text(rows, columns))
     return md_path, csv_path

@@ -34,10 +34,13 @@ def set_seed(seed: int, deterministic: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def make_datasets(config: TrainConfig, global_batch: int, drop_remainder: bool = False) -> dict:
-    """{"train": data.TrainingStream, "validation", "test": tf.data.Dataset}: a function of
-    `config` alone. Evaluation batches hold `eval_batch_size` examples per replica."""
-    eval_batch = config.eval_batch_size * (global_batch // config.batch_size)
+def make_datasets(config: TrainConfig, num_replicas: int = 1,
+                  drop_remainder: bool = False) -> dict:
+    """{"train": data.TrainingStream, "validation", "test": tf.data.Dataset} of global
+    batches (`batch_size` and `eval_batch_size` examples per replica): a function of
+    `config` alone."""
+    global_batch = config.batch_size * num_replicas
+    eval_batch = config.eval_batch_size * num_replicas
     if config.dataset == "synthetic":
         return data.synthetic_pipelines(
             global_batch, num_train=config.synthetic_examples,
@@ -163,7 +166,7 @@ def _run(config, datasets_override, strategy, extra_callbacks):
     workdir = Workdir(config.workdir if distribute.is_chief(strategy)
                       else distribute.worker_scratch_dir(config.workdir, strategy))
     resume = workdir.check(config)
-    datasets = datasets_override or make_datasets(config, global_batch, drop_remainder)
+    datasets = datasets_override or make_datasets(config, replicas, drop_remainder)
     stream = datasets["train"]
     with strategy.scope():
         set_seed(config.seed, config.deterministic)  # initial weights: a function of the seed

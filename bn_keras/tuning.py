@@ -43,7 +43,7 @@ class BNHyperModel(keras_tuner.HyperModel):
 
     def fit(self, hp, model, *args, **kwargs):
         config = self.trial_config(hp)
-        datasets = training.make_datasets(config, config.batch_size, drop_remainder=False)
+        datasets = training.make_datasets(config)
         stream = datasets["train"]
         kwargs.pop("validation_data", None)
         # Each epoch's batches are a function of (seed, epoch), as in training.run.

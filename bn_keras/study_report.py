@@ -1,0 +1,177 @@
+"""The BN study's report: `conduct(study)` trains its runs and writes its tables and plots.
+
+    <output_dir>/study_<name>[_quick].md    preamble, summary table, sections, plots
+    <output_dir>/study_<name>[_quick].csv   the summary table
+    <output_dir>/study_<name>[_quick]*.png  the plots
+
+The summary has one row per arm (bn_keras.study.summarize). A study names the
+sections that follow it (bn_keras.studies); each is a function of `SECTIONS`
+that may add columns to the summary, text and plots.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import time
+from typing import Any, Callable
+
+from bn_keras import plots, study, tables, training
+from bn_keras.studies import Study
+
+
+@dataclasses.dataclass
+class Report:
+    """What the sections of one study's report build together."""
+
+    study: Study
+    results: list[dict[str, Any]]
+    rows: list[dict[str, Any]]  # the summary table, one row per arm
+    runs_dir: str  # where the study's runs keep their workdirs
+    output_dir: str
+    text: list[str] = dataclasses.field(default_factory=list)
+    plots: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def stem(self) -> str:
+        return f"study_{self.study.name}" + ("_quick" if self.study.quick else "")
+
+    def path(self, suffix: str) -> str:
+        return os.path.join(self.output_dir, f"{self.stem}{suffix}")
+
+    @functools.cached_property
+    def epoch_rows(self) -> list[dict[str, Any]]:
+        return study.per_epoch_rows(self.results)
+
+
+def loss_curves(report: Report) -> None:
+    """The mean training loss of every window, one line per arm (a min-max band over seeds)."""
+    s = report.study
+    report.plots.append(plots.plot_loss_curves(
+        report.results, report.path("_loss.png"), f"{s.title or s.name} ({s.mode})"))
+
+
+def tutorial_check(report: Report) -> None:
+    """The compare study's questions: parameter counts, the test accuracy after epochs 5
+    and 10, and whether the tutorial's network is the no-BN one and Keras' BN is ours."""
+    from bn_keras import models
+
+    report.text.append(
+        f"\nParameters in the forward graph: no BN "
+        f"{models.lenet_cifar('none').count_params():,}; tutorial as written "
+        f"{models.lenet_tutorial('keras').count_params():,}; with BN wired in "
+        f"{models.lenet_cifar('custom').count_params():,}.\n")
+    groups = study.by_arm(report.results)
+    for row in report.rows:
+        for epoch in (5, 10):
+            if all(len(r["test_accuracy_per_epoch"]) >= epoch for r in groups[row["arm"]]):
+                row[f"test_acc_epoch_{epoch}"] = report.epoch_rows[epoch - 1][
+                    f"{row['arm']} test acc"]
+    if report.study.seeds > 1:
+        report.text += [agreement_text(report.results, *pair) for pair in (
+            ("keras_bn", "our_bn"), ("no_bn", "tutorial_as_written"))]
+
+
+def agreement_text(results: list[dict], first: str, second: str) -> str:
+    """One paragraph: do two arms agree within seed noise (bn_keras.study.agreement)?"""
+    a = study.agreement(results, first, second)
+    if a["identical"]:
+        return (f"\n{first} vs {second}: seed for seed, the runs are identical (same test "
+                f"accuracies, same loss curves).\n")
+    within = "within" if a["accuracy_agrees"] else "beyond"
+    return (f"\n{first} vs {second}: final test accuracy differs by "
+            f"{a['accuracy_difference']:+.4f}, {within} two standard errors of the difference "
+            f"({a['two_standard_errors']:.4f}; a rough seed-noise check, not a significance "
+            f"test); the mean loss curves are within the seed range in "
+            f"{a['windows_within_seed_range']} of {a['windows']} windows (largest gap "
+            f"{a['max_curve_gap']:.4f}).\n")
+
+
+def per_epoch(report: Report) -> None:
+    """Epoch by arm: test accuracy after the epoch, mean training loss during it."""
+    if report.epoch_rows:
+        report.text.append(
+            "\nPer epoch (mean ± std over seeds): test accuracy after the epoch, mean "
+            "training loss during it.\n\n"
+            + tables.markdown_table(report.epoch_rows, list(report.epoch_rows[0])))
+
+
+def accuracy_vs(report: Report) -> None:
+    """Final test accuracy against the swept setting (learning rate, batch size)."""
+    s = report.study
+    report.plots.append(plots.plot_metric_vs(
+        report.results, s.sweep, report.path(".png"), f"Test accuracy vs {s.sweep} ({s.mode})"))
+
+
+def batch_statistics(report: Report) -> None:
+    """Test accuracy when BN normalizes test batches of 500 with their own statistics."""
+    base = dataclasses.replace(report.study.base, eval_batch_size=500)
+    test = training.make_datasets(base)["test"]
+    for row in report.rows:
+        accuracies = [study.batch_statistics_accuracy(
+            os.path.join(report.runs_dir, f"{row['arm']}_seed{seed}", "final.keras"), test)
+            for seed in range(report.study.seeds)]
+        row["test_acc_batch_stats"] = study.mean_std(accuracies)
+
+
+def gradient_norms(report: Report) -> None:
+    """Per-layer gradient norms at initialization and after training, and during training."""
+    rows = study.gradient_norm_rows(report.runs_dir, report.study.base, report.study.arms)
+    report.plots.append(plots.plot_gradient_norms(rows, report.path("_grad_norms.png")))
+    report.plots.append(plots.plot_gradient_norms_during_training(
+        report.runs_dir, rows, report.path("_grad_norms_training.png")))
+    report.text.append("\n" + tables.markdown_table(rows, ["arm", "when", "layer", "grad_norm"]))
+
+
+SECTIONS: dict[str, Callable[[Report], None]] = {
+    "loss_curves": loss_curves, "tutorial_check": tutorial_check, "per_epoch": per_epoch,
+    "accuracy_vs": accuracy_vs, "batch_statistics": batch_statistics,
+    "gradient_norms": gradient_norms}
+
+
+def runs_dir(s: Study, runs_root: str) -> str:
+    """Where the study's runs keep their workdirs (and their cached results)."""
+    return os.path.join(runs_root, f"{s.name}_{s.mode}")
+
+
+def progress(s: Study, runs_root: str) -> str:
+    """How far the study has come, in a sentence, for an interrupted user."""
+    directory = runs_dir(s, runs_root)
+    done = sum(os.path.exists(os.path.join(directory, f"{a.name}_seed{seed}",
+                                           "study_result.json"))
+               for a in s.arms for seed in range(s.seeds))
+    return (f"{done} of {len(s.arms) * s.seeds} runs of the {s.name} study are done in "
+            f"{directory} (the run in progress keeps its completed epochs)")
+
+
+def conduct(s: Study, output_dir: str, runs_root: str, command: str) -> dict[str, Any]:
+    """Trains the study's runs (or reads them back from `runs_root`) and writes its report.
+
+    `command` is the command line the report quotes. Returns the summary rows, the run
+    results, the report's path and the wall time.
+    """
+    start = time.perf_counter()
+    directory = runs_dir(s, runs_root)
+    results = study.run_study(s.arms, range(s.seeds), s.base, directory,
+                              loss_every=s.loss_window)
+    report = Report(s, results, study.summarize(results), directory, output_dir)
+    os.makedirs(output_dir, exist_ok=True)
+    for name in s.sections:
+        SECTIONS[name](report)
+    wall = time.perf_counter() - start
+    base = s.base
+    columns = list(dict.fromkeys(k for r in report.rows for k in r))
+    preamble = (f"# BN study: {s.name} ({s.mode} mode)\n\nCommand: `{command}`\n\n"
+                f"Base settings: model={base.model}, optimizer={base.optimizer}, "
+                f"learning_rate={base.learning_rate}, batch_size={base.batch_size}, "
+                f"epochs={base.epochs}, training examples="
+                f"{base.train_examples or 45000}, seeds={s.seeds}; real CIFAR-10, test split "
+                f"for the accuracies. Wall time of this invocation: {wall:.0f} s "
+                f"(cached runs are not re-trained); training and evaluation time summed over "
+                f"the {len(results)} runs: {sum(r['wall_seconds'] for r in results):.0f} s.\n\n")
+    body = "".join(f"\n![{os.path.basename(p)}]({os.path.basename(p)})\n" for p in report.plots)
+    md, _ = tables.write_table(report.rows, columns, output_dir, report.stem, preamble,
+                               postscript="".join(report.text) + body)
+    return {"rows": report.rows, "columns": columns, "results": results, "report": md,
+            "wall_seconds": wall}

@@ -1,0 +1,65 @@
+"""bn_keras.study_report: each report section on mocked CIFAR-10, with the loss curve filled."""
+
+import csv
+import dataclasses
+import os
+
+import pytest
+import tensorflow_datasets as tfds
+
+from bn_keras import studies, study_report
+
+
+def _small(name, window):
+    """The quick study with a loss window short enough for 40 mocked images."""
+    s = studies.get(name, quick=True, seeds=2)
+    return dataclasses.replace(s, loss_window=window,
+                               base=dataclasses.replace(s.base, steps_per_execution=window))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, arms, plots, window", [
+    ("compare", ["no_bn", "tutorial_as_written", "keras_bn", "our_bn"], ["_loss.png"], 2),
+    ("momentum", ["momentum_0.9", "momentum_0.99"], ["_loss.png"], 1),
+    ("depth", ["resnet20_no_bn", "resnet20_bn"], ["_loss.png", "_grad_norms.png",
+                                              "_grad_norms_training.png"], 1),
+])
+def test_quick_study_writes_report_table_and_plots(tmp_path, name, arms, plots, window):
+    s = _small(name, window)
+    with tfds.testing.mock_data(num_examples=40):
+        out = study_report.conduct(s, str(tmp_path / "results"), str(tmp_path / "runs"),
+                                   command="the command")
+    stem = tmp_path / "results" / f"study_{name}_quick"
+    with open(f"{stem}.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [r["arm"] for r in table] == arms
+    assert all(r["seeds"] == "2" and "±" in r["final_test_accuracy"] for r in table)
+    # Every run has a loss curve (one point per window), so every plot has lines.
+    steps_per_epoch = -(-min(40, s.base.train_examples) // s.base.batch_size)
+    for r in out["results"]:
+        assert len(r["loss_curve"]) == s.base.epochs * (steps_per_epoch // window), r["arm"]
+        assert r["config"]["steps_per_execution"] == window
+    report = open(f"{stem}.md").read()
+    assert report.startswith(f"# BN study: {name} (quick mode)\n\nCommand: `the command`")
+    for suffix in plots:
+        assert os.path.getsize(f"{stem}{suffix}") > 1000
+        assert f"](study_{name}_quick{suffix})" in report
+    assert f"| epoch | {arms[0]} test acc | {arms[0]} train loss |" in report
+    assert "| - |" not in report.split("| epoch |")[1].split("\n\n")[0]  # no empty loss cell
+    if name == "compare":
+        assert "keras_bn vs our_bn: " in report
+        # The tutorial's network is the no-BN network: same seed, same run.
+        assert "no_bn vs tutorial_as_written: seed for seed, the runs are identical" in report
+    if name == "momentum":
+        assert all(r["test_acc_batch_stats"] not in ("", "-") for r in table)
+    if name == "depth":
+        assert "| resnet20_no_bn | init |" in report
+
+
+def test_progress_counts_finished_runs(tmp_path):
+    s = studies.get("placement", quick=True)
+    done = tmp_path / "placement_quick" / "no_bn_seed1"
+    done.mkdir(parents=True)
+    (done / "study_result.json").write_text("{}")
+    assert study_report.progress(s, str(tmp_path)).startswith(
+        "1 of 9 runs of the placement study are done in")
