@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from bn_keras import models, study, tuning
+from bn_keras import models, plots, study, tuning
 from bn_keras.config import TrainConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -99,7 +99,7 @@ def test_run_study_summarizes_plots_and_resumes(tmp_path, monkeypatch):
     rows = study.summarize(results)
     assert [r["arm"] for r in rows] == ["no_bn", "our_bn", "tutorial"]
     assert "±" in rows[0]["final_test_accuracy"]
-    png = study.plot_loss_curves(results, str(tmp_path / "loss.png"), "t")
+    png = plots.plot_loss_curves(results, str(tmp_path / "loss.png"), "t")
     assert os.path.getsize(png) > 1000
     assert os.path.isdir(tmp_path / "runs" / "our_bn_seed0" / "tensorboard" / "hparams")
     monkeypatch.setattr(study.training, "run", lambda config: pytest.fail("trained again"))
