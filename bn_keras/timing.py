@@ -49,6 +49,7 @@ def interleaved_medians(measures: Mapping[str, Callable[[], float]], rounds: int
     return medians(interleaved(measures, rounds, warmup))
 
 
-def spread(values: list[float]) -> str:
-    """'min-max' of a candidate's values, for tables that show the noise."""
-    return f"{min(values):.4g}-{max(values):.4g}"
+def spread(values: list[float], fmt: str = ".4g") -> str:
+    """'min-max' of a candidate's values, for tables that show the noise; `fmt` formats
+    each bound (e.g. ",.0f" for images/s in the tens of thousands)."""
+    return f"{min(values):{fmt}}-{max(values):{fmt}}"
