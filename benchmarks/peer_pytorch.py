@@ -177,8 +177,8 @@ def train(model: str, bn: bool, batch_size: int, examples: int, epochs: int,
     if threads is not None:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    optimizer = optimizer or DEFAULT_OPTIMIZER[model]
     net = build_model(model, bn)
+    optimizer = optimizer or DEFAULT_OPTIMIZER[model]
     net.train()
     criterion = nn.CrossEntropyLoss()
     opt = make_optimizer(optimizer, net.parameters())
