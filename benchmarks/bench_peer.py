@@ -36,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 
 from absl import flags
@@ -227,17 +228,19 @@ def measure(cases: list[Case], examples: Callable[[Case], int], epochs: int, rou
 
     def ours(case: Case) -> float:
         run_dir = os.path.join(workdir, f"run{next(runs)}")
+        start = time.perf_counter()
         run_process(ours_command(case, examples(case), epochs, run_dir, bn, train_flags))
         value = steady_state(read_images_per_second(os.path.join(run_dir, "metrics.csv")))
-        _progress(case, "ours", value)
+        _progress(case, "ours", value, time.perf_counter() - start)
         return value
 
     def peer(case: Case) -> float:
+        start = time.perf_counter()
         output = run_process(peer_command(case, examples(case), epochs, torch_threads))
         result = json.loads(output.strip().splitlines()[-1])
         peer_facts.update(torch=result["torch"], threads=result["threads"])
         value = steady_state(result["images_per_second"])
-        _progress(case, "peer", value)
+        _progress(case, "peer", value, time.perf_counter() - start)
         return value
 
     measures = {(case, side): (lambda c=case, f=fn: f(c))
@@ -247,9 +250,9 @@ def measure(cases: list[Case], examples: Callable[[Case], int], epochs: int, rou
     return samples, peer_facts
 
 
-def _progress(case: Case, side: str, value: float) -> None:
-    print(f"  {case.label}, batch {case.batch_size}, {side}: {value:,.0f} img/s",
-          file=sys.stderr, flush=True)
+def _progress(case: Case, side: str, value: float, seconds: float) -> None:
+    print(f"  {case.label}, batch {case.batch_size}, {side}: {value:,.0f} img/s "
+          f"(process {seconds:.0f} s)", file=sys.stderr, flush=True)
 
 
 def define_flags() -> None:
@@ -262,9 +265,9 @@ def define_flags() -> None:
                          lower_bound=1)
     flags.DEFINE_integer("epochs", 3, "Epochs per process; the first is not counted.",
                          lower_bound=2)
-    flags.DEFINE_integer("lenet_examples", 12_800, "Synthetic training images per LeNet epoch "
+    flags.DEFINE_integer("lenet_examples", 25_600, "Synthetic training images per LeNet epoch "
                          "(a multiple of every batch size).", lower_bound=1)
-    flags.DEFINE_integer("resnet_examples", 2_560, "Synthetic training images per ResNet-20 "
+    flags.DEFINE_integer("resnet_examples", 3_840, "Synthetic training images per ResNet-20 "
                          "epoch (a multiple of every batch size).", lower_bound=1)
     flags.DEFINE_enum("bn", "custom", ["custom", "keras"], "Our BN: custom (ours) or keras.")
     flags.DEFINE_multi_string("train_flag", [], "An extra flag for train.py, e.g. "
@@ -302,9 +305,12 @@ def main(argv: list[str]) -> None:
             raise ValueError(f"--{EXAMPLES_FLAGS[case.model]}={examples[case.model]} is not a "
                              f"multiple of batch size {case.batch_size}: both sides must run "
                              "full batches only.")
-    with tempfile.TemporaryDirectory(prefix="bench_peer_") as workdir:
-        samples, peer_facts = measure(cases, lambda c: examples[c.model], f.epochs, f.rounds,
-                                      f.bn, f.train_flag, f.torch_threads, workdir)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench_peer_") as workdir:
+            samples, peer_facts = measure(cases, lambda c: examples[c.model], f.epochs,
+                                          f.rounds, f.bn, f.train_flag, f.torch_threads, workdir)
+    except KeyboardInterrupt:
+        sys.exit("interrupted: no table (a partial set of rounds is not kept).")
     versions = ", ".join(f"{name} {importlib.metadata.version(name)}"
                          for name in ("tensorflow", "keras"))
     sizes = " / ".join(f"{examples[m]:,} {MODEL_NAMES[m]}"
