@@ -18,6 +18,11 @@ Targets (issue 12): ours >= 1.0x the peer at batch 10 and >= 1.3x at batch 128
 (LeNet with BN), ResNet-20 >= 1.0x at batch 128; our BN LeNet <= 1.2x the time of
 our no-BN LeNet. Needs PyTorch: pip install -e '.[peer]'.
 
+Run it on an otherwise idle machine. With other work on the 2 cores (load average
+about 5), torch's default threads (OpenMP, one per core) made the peer's LeNet at
+batch 10 run anywhere from 160 to 4,679 img/s while train.py stayed within 725-1,153:
+loaded-machine ratios flatter ours. The header prints the load average.
+
     python benchmarks/bench_peer.py                      # everything, about 10-15 min
     python benchmarks/bench_peer.py --models=lenet --batch_sizes=10 --rounds=1
     python benchmarks/bench_peer.py --train_flag=--steps_per_execution=8
@@ -305,6 +310,7 @@ def main(argv: list[str]) -> None:
             raise ValueError(f"--{EXAMPLES_FLAGS[case.model]}={examples[case.model]} is not a "
                              f"multiple of batch size {case.batch_size}: both sides must run "
                              "full batches only.")
+    load_before = os.getloadavg()[0]
     try:
         with tempfile.TemporaryDirectory(prefix="bench_peer_") as workdir:
             samples, peer_facts = measure(cases, lambda c: examples[c.model], f.epochs,
@@ -320,7 +326,8 @@ def main(argv: list[str]) -> None:
           f"{peer_facts['torch']} (threads: {peer_facts['threads']}). Synthetic data, {sizes} "
           f"images per epoch, {f.epochs} epochs per process, best epoch after the first; "
           f"{f.rounds} interleaved round(s): median (min-max); ratios are medians of "
-          "per-round ratios.\n")
+          f"per-round ratios. 1-minute load average {load_before:.1f} before, "
+          f"{os.getloadavg()[0]:.1f} after: above ~0.5 other work shared the cores.\n")
     print(format_tables(samples))
 
 
