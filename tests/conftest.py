@@ -5,6 +5,7 @@ at import time, before any test module runs.
 """
 
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -42,19 +43,22 @@ def mirrored_strategy():
     return tf.distribute.MirroredStrategy(devices)
 
 
+def _load_script(folder, name):
+    """Imports `folder/name.py` of the repository as a module."""
+    import importlib.util
+
+    path = os.path.join(_REPO, folder, f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture
 def experiment():
     """Imports an experiments/ script as a module: experiment("compare_bn").run(...)."""
-    import importlib.util
-
-    def load(name):
-        path = os.path.join(_REPO, "experiments", f"{name}.py")
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-
-    return load
+    return lambda name: _load_script("experiments", name)
 
 
 @pytest.fixture
@@ -126,3 +130,9 @@ def png_claiming():
                 + chunk(b"IEND", b""))
 
     return make
+
+
+@pytest.fixture
+def benchmark_script():
+    """Imports a benchmarks/ script as a module: benchmark_script("bench_peer")."""
+    return lambda name: _load_script("benchmarks", name)

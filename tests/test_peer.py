@@ -1,0 +1,160 @@
+"""The PyTorch peer (benchmarks/peer_pytorch.py) and bench_peer's tables; no timing asserted."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bn_keras import models
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_HAS_TORCH = importlib.util.find_spec("torch") is not None
+needs_torch = pytest.mark.skipif(not _HAS_TORCH,
+                                 reason="PyTorch is not installed (pip install -e '.[peer]')")
+
+
+def _script(name, *args, prelude="pass"):
+    """Runs benchmarks/<name>.py as a program; `prelude` runs first in the same process."""
+    code = "\n".join([
+        "import runpy, sys", prelude, f"sys.argv = {[name, *args]!r}",
+        f"runpy.run_path({os.path.join('benchmarks', name + '.py')!r}, run_name='__main__')"])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (_REPO, os.environ.get("PYTHONPATH")) if p)}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=_REPO, env=env, timeout=600)
+
+
+@pytest.fixture
+def bench(benchmark_script):
+    return benchmark_script("bench_peer")
+
+
+def _sizes(weights):
+    return sum(int(np.prod(w.shape)) for w in weights)
+
+
+@needs_torch
+@pytest.mark.parametrize("name", ["lenet", "resnet20"])
+@pytest.mark.parametrize("bn", ["custom", "none"])
+def test_peer_networks_have_our_parameters(benchmark_script, name, bn):
+    peer = benchmark_script("peer_pytorch")
+    ours = models.build_model(name, bn)
+    theirs = peer.build_model(name, bn != "none")
+    # BN's moving statistics are Keras non-trainable weights, torch buffers.
+    statistics = sum(b.numel() for n, b in theirs.named_buffers()
+                     if n.endswith(("running_mean", "running_var")))
+    assert sum(p.numel() for p in theirs.parameters()) == _sizes(ours.trainable_weights)
+    assert statistics == _sizes(ours.non_trainable_weights)
+    assert sum(p.numel() for p in theirs.parameters()) + statistics == ours.count_params()
+    if name == "lenet" and bn == "none":
+        assert ours.count_params() == 62_006  # the tutorial's
+
+
+@needs_torch
+@pytest.mark.parametrize("args", [["--model=lenet"], ["--model=lenet", "--nobn"],
+                                  ["--model=resnet20", "--optimizer=sgd"]])
+def test_peer_trains_a_tiny_epoch_and_prints_one_json_line(args):
+    done = _script("peer_pytorch", *args, "--batch_size=4", "--examples=10", "--epochs=1",
+                   "--threads=1")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1
+    result = json.loads(lines[0])
+    assert result["steps_per_epoch"] == 2  # the partial last batch is dropped
+    assert len(result["images_per_second"]) == 1 and result["images_per_second"][0] > 0
+    assert result["threads"] == 1 and result["torch"]
+    assert result["bn"] == ("--nobn" not in args)
+
+
+@pytest.mark.parametrize("name", ["peer_pytorch", "bench_peer"])
+def test_without_torch_the_scripts_say_how_to_install_it(name):
+    done = _script(name, prelude="sys.modules['torch'] = None")
+    assert done.returncode == 1
+    assert done.stderr.strip() == "error: PyTorch is not installed; pip install -e '.[peer]'"
+
+
+def test_default_cases_are_the_issues_rows(bench):
+    cases = bench.select_cases(["lenet", "resnet20"], [10, 128], [128], lenet_nobn=True)
+    assert [(c.label, c.batch_size) for c in cases] == [
+        ("LeNet BN", 10), ("LeNet BN", 128), ("LeNet no BN", 10), ("LeNet no BN", 128),
+        ("ResNet-20 BN", 128)]
+    assert bench.select_cases(["resnet20"], [10], [128], lenet_nobn=True) == [cases[-1]]
+
+
+def test_steady_state_is_the_best_epoch_after_the_first(bench, tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_text(f"epoch,{bench.IMAGES_PER_SECOND_COLUMN},loss\n0,900,2\n1,500,1\n2,700,1\n")
+    assert bench.read_images_per_second(str(path)) == [900.0, 500.0, 700.0]
+    assert bench.steady_state([900.0, 500.0, 700.0]) == 700.0
+    with pytest.raises(ValueError, match="at least 2 epochs"):
+        bench.steady_state([900.0])
+    path.write_text("epoch,img_s\n0,900\n")
+    with pytest.raises(ValueError, match="IMAGES_PER_SECOND_COLUMN"):
+        bench.read_images_per_second(str(path))
+
+
+def _fake_samples(bench):
+    case = bench.Case
+    return {
+        # Ratios per round 1.1, 0.9, 1.2: median 1.1 >= 1.0.
+        case("lenet", True, 10): {"ours": [1100, 900, 1200], "peer": [1000, 1000, 1000]},
+        # Ratios 1.2, 1.25, 1.4: median 1.25 < 1.3.
+        case("lenet", True, 128): {"ours": [12000, 12500, 14000],
+                                   "peer": [10000, 10000, 10000]},
+        case("lenet", False, 10): {"ours": [1430, 1170, 1440], "peer": [1300, 1200, 1100]},
+        # BN costs ours 15000/12000 = 1.25, 1.2, 15000/14000: median 1.2 <= 1.2.
+        case("lenet", False, 128): {"ours": [15000, 15000, 15000],
+                                    "peer": [20000, 20000, 20000]},
+        case("resnet20", True, 128): {"ours": [500, 600, 700], "peer": [700, 700, 700]},
+    }
+
+
+def test_rows_compute_ratios_and_verdicts(bench):
+    samples = _fake_samples(bench)
+    rows = {(r.case.label, r.case.batch_size): r for r in bench.speed_rows(samples)}
+    assert rows["LeNet BN", 10].ratio == pytest.approx(1.1)
+    assert rows["LeNet BN", 10].met is True
+    assert rows["LeNet BN", 128].ratio == pytest.approx(1.25)
+    assert rows["LeNet BN", 128].target == 1.3 and rows["LeNet BN", 128].met is False
+    assert rows["LeNet no BN", 10].target is None and rows["LeNet no BN", 10].met is None
+    assert rows["ResNet-20 BN", 128].ratio == pytest.approx(600 / 700)
+    assert rows["ResNet-20 BN", 128].met is False
+    cost = {r.batch_size: r for r in bench.bn_cost_rows(samples)}
+    assert sorted(cost) == [10, 128]
+    assert cost[128].ours == pytest.approx([1.25, 1.2, 15000 / 14000])
+    assert cost[128].peer == pytest.approx([2.0, 2.0, 2.0])
+    assert cost[128].met is True
+    assert cost[10].ours == pytest.approx([1.3, 1.3, 1.2])
+    assert cost[10].met is False
+
+
+def test_tables_print_figures_ratios_and_verdicts(bench):
+    table = bench.format_tables(_fake_samples(bench)).splitlines()
+    assert ("| LeNet BN | 10 | 1,100 (900-1,200) | 1,000 (1,000-1,000) | 1.10x (0.90-1.20) "
+            "| >= 1.0x | yes |") in table
+    assert "| LeNet BN | 128 | 12,500 (12,000-14,000) | 10,000 (10,000-10,000) " \
+           "| 1.25x (1.20-1.40) | >= 1.3x | NO |" in table
+    assert any(line.startswith("| LeNet no BN | 10 |") and line.endswith("| - | - |")
+               for line in table)
+    assert "| 128 | 1.20x (1.07-1.25) | 2.00x (2.00-2.00) | <= 1.2x | yes |" in table
+    assert "| 10 | 1.30x (1.20-1.30) | 1.20x (1.10-1.30) | <= 1.2x | NO |" in table
+    # Without the no-BN LeNet there is no BN-cost table.
+    only_bn = {c: s for c, s in _fake_samples(bench).items() if c.bn}
+    assert "BN LeNet time" not in bench.format_tables(only_bn)
+
+
+@needs_torch
+@pytest.mark.multiprocess
+def test_bench_runs_both_sides_and_prints_the_tables():
+    done = _script("bench_peer", "--models=lenet", "--batch_sizes=10", "--rounds=1",
+                   "--epochs=2", "--lenet_examples=40", "--torch_threads=1")
+    assert done.returncode == 0, done.stderr
+    assert "peer: torch" in done.stdout and "threads: 1" in done.stdout
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| LeNet")]
+    assert [row.split(" | ")[:2] for row in rows] == [["| LeNet BN", "10"],
+                                                      ["| LeNet no BN", "10"]]
+    assert "| 10 |" in done.stdout.split("BN LeNet time")[1]
