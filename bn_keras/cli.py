@@ -21,7 +21,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 # Errors a user can cause (bad flag values, paths, data); anything else is a bug
 # and keeps its traceback.

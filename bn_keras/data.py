@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -42,7 +42,8 @@ class DataNotFoundError(FileNotFoundError):
 
 
 def resolve_data_dir(data_dir: str | None = None) -> str | None:
-    """`data_dir` if given, else $TFDS_DATA_DIR, else None (TFDS' own default, ~/tensorflow_datasets)."""
+    """`data_dir` if given, else $TFDS_DATA_DIR, else None (TFDS' own default,
+    ~/tensorflow_datasets)."""
     return data_dir or os.environ.get("TFDS_DATA_DIR") or None
 
 
@@ -81,7 +82,8 @@ def load_cifar10(split: str, data_dir: str | None = None, download: bool = True)
 
 
 def _can_reach(host: str, timeout: float = 5.0) -> bool:
-    """Whether a TCP connection to host:443 opens: fails fast offline, where TFDS retries for minutes."""
+    """Whether a TCP connection to host:443 opens: fails fast offline, where TFDS retries
+    for minutes."""
     try:
         socket.create_connection((host, 443), timeout=timeout).close()
         return True
@@ -146,7 +148,8 @@ def synthetic_sequences(num_examples: int, seed: int = 0) -> Examples:
 
 
 def normalize_images(images: tf.Tensor) -> tf.Tensor:
-    """uint8 [.., 32, 32, 3] pixels -> float32, per-channel standardized with CIFAR-10's statistics."""
+    """uint8 [.., 32, 32, 3] pixels -> float32, per-channel standardized with CIFAR-10's
+    statistics."""
     x = tf.cast(images, tf.float32) / 255.0
     return (x - tf.constant(CIFAR10_MEAN)) / tf.constant(CIFAR10_STD)
 
@@ -161,7 +164,8 @@ def augment_images(images: tf.Tensor, offsets: tf.Tensor, flips: tf.Tensor) -> t
     offsets = tf.cast(offsets, tf.int32)
     rows = offsets[:, :1] + tf.range(height)[None, :]  # [N, 32]
     cols = offsets[:, 1:] + tf.range(width)[None, :]
-    cols = tf.where(flips[:, None], tf.reverse(cols, axis=[1]), cols)  # a flip reads columns backwards
+    # A flip reads the columns backwards.
+    cols = tf.where(flips[:, None], tf.reverse(cols, axis=[1]), cols)
     # One gather of whole pixels: index of (image, row, col) in the padded batch.
     side = height + 8
     pixel = (tf.range(n)[:, None, None] * side + rows[:, :, None]) * (width + 8) + cols[:, None, :]
@@ -284,7 +288,8 @@ def cifar10_pipelines(batch_size: int, data_dir: str | None = None, augment: boo
 def synthetic_pipelines(batch_size: int, num_train: int = 512, num_eval: int = 128,
                         seed: int = 0, drop_remainder: bool = False, augment: bool = False,
                         sequences: bool = False, eval_batch_size: int | None = None) -> dict:
-    """Train/validation/test pipelines over synthetic data of CIFAR's (or the Conv1D example's) shapes."""
+    """Train/validation/test pipelines over synthetic data of CIFAR's (or the Conv1D
+    example's) shapes."""
     source = synthetic_sequences if sequences else synthetic_images
     sizes = {"train": num_train, "validation": num_eval, "test": num_eval}
     splits = {split: source(n, seed=seed + i) for i, (split, n) in enumerate(sizes.items())}

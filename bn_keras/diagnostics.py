@@ -64,8 +64,8 @@ class Probe:
             loss = loss_fn(y, tf.cast(logits, tf.float32))
         layers = [layer for layer in model.layers if layer.trainable_weights]
         variables = [v for layer in layers for v in layer.trainable_weights]
-        grads = dict(zip([id(v) for v in variables], tape.gradient(loss, variables)))
-        for variable, value in zip(model.non_trainable_variables, state):
+        grads = dict(zip([id(v) for v in variables], tape.gradient(loss, variables), strict=True))
+        for variable, value in zip(model.non_trainable_variables, state, strict=True):
             variable.assign(value)  # the probe's BN updates must not leak into training
         grad_norms = {}
         for layer in layers:
@@ -76,7 +76,7 @@ class Probe:
         return {
             "grad_norm": grad_norms,
             "preactivation": {relu.name: tf.cast(p, tf.float32).numpy()
-                              for relu, p in zip(self.relus, preacts)},
+                              for relu, p in zip(self.relus, preacts, strict=True)},
             "bn": {f"{layer.name}/{name}": np.asarray(getattr(layer, name))
                    for layer in model.layers if isinstance(layer, BN_TYPES)
                    for name in BN_WEIGHTS if getattr(layer, name) is not None},

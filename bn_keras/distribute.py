@@ -82,7 +82,8 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 
 def worker_scratch_dir(workdir: str, strategy: tf.distribute.Strategy) -> str:
-    """Where a non-chief worker writes: under $TMPDIR, one per (workdir, task), stable across runs."""
+    """Where a non-chief worker writes: under $TMPDIR, one per (workdir, task), stable
+    across runs."""
     resolver = strategy.cluster_resolver
     key = hashlib.sha1(os.path.abspath(workdir).encode()).hexdigest()[:12]
     return os.path.join(tempfile.gettempdir(),

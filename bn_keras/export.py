@@ -120,7 +120,8 @@ def _outputs(logits):
 def export_saved_model(model: keras.Model, base_dir: str, name: str, version: int | None = None,
                        fold_bn: bool = True, metadata: dict[str, Any] | None = None,
                        overwrite: bool = False) -> str:
-    """Exports `model` (normalized CIFAR images -> logits) to base_dir/name/version; returns the path.
+    """Exports `model` (normalized CIFAR images -> logits) to base_dir/name/version; returns
+    the path.
 
     Written to a temporary directory beside the target and renamed into
     place, so TF Serving never sees a half-written version.
@@ -158,7 +159,8 @@ def export_saved_model(model: keras.Model, base_dir: str, name: str, version: in
         info = {"name": name, "version": version, "bn_folded": fold_bn,
                 "folded_pairs": [[p.name, bn.name] for p, bn in foldable_pairs(model)] if fold_bn
                 else [], "class_names": list(cifar.CLASS_NAMES),
-                "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": [None, *cifar.IMAGE_SHAPE]},
+                "input": {"name": INPUT_NAME, "dtype": "uint8",
+                          "shape": [None, *cifar.IMAGE_SHAPE]},
                 "outputs": list(OUTPUT_NAMES), **(metadata or {})}
         atomic.write_json(os.path.join(tmp, METADATA_FILE), info)
         if os.path.exists(target):

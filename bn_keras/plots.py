@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -44,7 +44,8 @@ def plot_loss_curves(results: Sequence[dict], path: str, title: str) -> str:
     fig, ax = axes()
     groups = by_arm(results)
     # Arms that train alike draw on top of each other: a line style each keeps them visible.
-    for (name, runs), style in zip(groups.items(), ("-", "--", "-.", ":") * len(groups)):
+    for (name, runs), style in zip(groups.items(), ("-", "--", "-.", ":") * len(groups),
+                                  strict=False):
         curves = [np.asarray(r["loss_curve"]) for r in runs if r["loss_curve"]]
         if not curves:
             continue
@@ -59,7 +60,8 @@ def plot_loss_curves(results: Sequence[dict], path: str, title: str) -> str:
 
 def plot_metric_vs(results: Sequence[dict], x_key: str, path: str, title: str,
                    log_x: bool = True) -> str:
-    """Final test accuracy against an override (learning rate, batch size), one line per arm family."""
+    """Final test accuracy against an override (learning rate, batch size), one line per arm
+    family."""
     fig, ax = axes()
     families: dict[str, dict[float, list[float]]] = {}
     for r in results:
@@ -80,7 +82,7 @@ def plot_gradient_norms(rows: Sequence[dict], path: str) -> str:
     """Per-layer gradient norms of the conv layers, input to output, at init and trained."""
     fig, ax = axes()
     for (arm_name, when), style in zip(sorted({(r["arm"], r["when"]) for r in rows}),
-                                       ("o-", "o--", "s-", "s--")):
+                                       ("o-", "o--", "s-", "s--"), strict=False):
         points = [r for r in rows if r["arm"] == arm_name and r["when"] == when
                   and "conv" in r["layer"]]
         ax.plot(range(len(points)), [p["grad_norm"] for p in points], style,
@@ -94,14 +96,16 @@ def plot_gradient_norms_during_training(runs_dir: str, grad_rows: Sequence[dict]
                                         path: str) -> str:
     """Gradient norms of the first, middle and last conv layer over training (seed 0)."""
     fig, ax = axes()
-    for arm_name, style in zip(dict.fromkeys(r["arm"] for r in grad_rows), ("-", "--")):
+    for arm_name, style in zip(dict.fromkeys(r["arm"] for r in grad_rows), ("-", "--"),
+                               strict=False):
         convs = [r["layer"] for r in grad_rows
                  if r["arm"] == arm_name and r["when"] == "init" and "conv" in r["layer"]]
         series = diagnostics.read_scalars(
             os.path.join(runs_dir, f"{arm_name}_seed0", "tensorboard", "bn_diagnostics"),
             "grad_norm/")
-        for layer, color in zip((convs[0], convs[len(convs) // 2], convs[-1]), ("C0", "C1", "C2")):
-            steps, norms = zip(*series[layer])
+        first_middle_last = (convs[0], convs[len(convs) // 2], convs[-1])
+        for layer, color in zip(first_middle_last, ("C0", "C1", "C2"), strict=True):
+            steps, norms = zip(*series[layer], strict=True)
             bad = [step for step, norm in series[layer] if not math.isfinite(norm)]
             note = f" (NaN from step {bad[0]})" if bad else ""
             ax.plot(steps, norms, style, marker="o", markersize=3, color=color,

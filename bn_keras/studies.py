@@ -12,7 +12,8 @@ study is adding one function here and naming it in `STUDIES`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from bn_keras.config import TrainConfig
 from bn_keras.study import Arm, arm

@@ -14,7 +14,8 @@ import dataclasses
 import logging
 import os
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -185,9 +186,10 @@ def agreement(results: Sequence[dict], first: str, second: str) -> dict[str, Any
     length = min(len(c) for n in curves for c in curves[n])
     stacked = [np.stack([c[:length] for c in curves[n]]) for n in (first, second)]
     identical = bool(np.array_equal(a, b) and all(
-        len(x) == len(y) and np.array_equal(x, y) for x, y in zip(curves[first], curves[second]))
+        len(x) == len(y) and np.array_equal(x, y)
+        for x, y in zip(curves[first], curves[second], strict=False))
         and all(x["test_accuracy_per_epoch"] == y["test_accuracy_per_epoch"]
-                for x, y in zip(runs[first], runs[second])))
+                for x, y in zip(runs[first], runs[second], strict=False)))
     gap = np.abs(stacked[0].mean(0) - stacked[1].mean(0))
     spread = np.maximum(np.ptp(stacked[0], axis=0), np.ptp(stacked[1], axis=0))
     return {"accuracy_difference": difference, "two_standard_errors": two_se,

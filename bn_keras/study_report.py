@@ -15,7 +15,8 @@ import dataclasses
 import functools
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from bn_keras import plots, study, tables, training
 from bn_keras.studies import Study

@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import os
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from bn_keras import atomic
 

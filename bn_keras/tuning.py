@@ -34,8 +34,9 @@ class BNHyperModel(keras_tuner.HyperModel):
         bn = hp.Choice("bn", ["none", "custom"])
         return dataclasses.replace(
             self.base, bn=bn,
-            bn_momentum=hp.Choice("bn_momentum", [0.9, 0.99], parent_name="bn",
-                                  parent_values=["custom"]) if bn != "none" else self.base.bn_momentum,
+            bn_momentum=(hp.Choice("bn_momentum", [0.9, 0.99], parent_name="bn",
+                                   parent_values=["custom"])
+                         if bn != "none" else self.base.bn_momentum),
             learning_rate=hp.Float("learning_rate", 1e-4, 1e-1, sampling="log"),
             optimizer=hp.Choice("optimizer", ["adam", "sgd"]),
             batch_size=hp.Choice("batch_size", [32, 64, 128, 256]),

@@ -83,6 +83,9 @@ def define_flags() -> None:
                          "Training loss to TensorBoard every N steps.", lower_bound=1)
     flags.DEFINE_integer("diagnostics_every_n_steps", None,
                          "BN diagnostics every N steps as well as every epoch.", lower_bound=1)
+    flags.DEFINE_integer("probe_size", DEFAULTS.probe_size,
+                         "Validation images in the BN diagnostics' fixed probe batch.",
+                         lower_bound=1)
     flags.DEFINE_integer("synthetic_examples", DEFAULTS.synthetic_examples,
                          "Training examples of --dataset=synthetic.", lower_bound=1)
     flags.DEFINE_integer("train_examples", None, "Train on the first N training examples only.",

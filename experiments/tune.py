@@ -4,7 +4,8 @@ Tunes on the validation split (train[45000:]), never on test; logs every trial t
 TensorBoard's HParams dashboard; writes a summary table; retrains the best
 configuration and evaluates it on the test split.
 
-    python experiments/tune.py --tuner=hyperband --max_epochs=9 --data_dir=../shared/datasets/tensorflow_datasets
+    python experiments/tune.py --tuner=hyperband --max_epochs=9 \\
+        --data_dir=../shared/datasets/tensorflow_datasets
     tensorboard --logdir=runs/tune/tensorboard      # HPARAMS tab
 """
 
@@ -35,17 +36,19 @@ def define_flags() -> None:
                          lower_bound=1)
     flags.DEFINE_integer("synthetic_examples", 512, "Size of --dataset=synthetic.", lower_bound=1)
     flags.DEFINE_string("workdir", "runs/tune", "Tuner state, TensorBoard logs, retrained model.")
-    flags.DEFINE_string("output_dir", "experiments/results", "Where the summary table goes.")
+    flags.DEFINE_string("output_dir", "runs/tune/reports",
+                        "Where the summary table goes (experiments/results: the committed one).")
     flags.DEFINE_integer("seed", 0, "Search seed.")
 
 
 def run(tuner_kind, model, dataset, data_dir, max_trials, max_epochs, train_examples,
         synthetic_examples, workdir, output_dir, seed) -> dict:
     from bn_keras import tables, training, tuning
+    from bn_keras.config import TrainConfig
 
-    base = training.TrainConfig(model=model, dataset=dataset, data_dir=data_dir, download=False,
-                                train_examples=train_examples,
-                                synthetic_examples=synthetic_examples, verbose=0, seed=seed)
+    base = TrainConfig(model=model, dataset=dataset, data_dir=data_dir, download=False,
+                       train_examples=train_examples, synthetic_examples=synthetic_examples,
+                       verbose=0, seed=seed)
     training.set_seed(seed, deterministic=False)
     tuner = tuning.make_tuner(tuner_kind, base, workdir, max_trials, max_epochs, seed)
     rows = tuning.search(tuner, max_epochs, os.path.join(workdir, "tensorboard"))

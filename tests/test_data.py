@@ -105,7 +105,8 @@ def test_augmented_images_are_shifted_crops_or_their_mirrors():
     offsets = rng.integers(0, 9, size=(16, 2))
     flips = rng.random(16) < 0.5
     out = data.augment_images(tf.constant(images), tf.constant(offsets), tf.constant(flips))
-    for image, result, (i, j), flip in zip(images, out.numpy(), offsets, flips):
+    for image, result, (i, j), flip in zip(images, out.numpy(), offsets, flips,
+                                                    strict=True):
         crop = np.pad(image, [(4, 4), (4, 4), (0, 0)], mode="reflect")[i:i + 32, j:j + 32]
         np.testing.assert_array_equal(result, crop[:, ::-1] if flip else crop)
     assert 0 < flips.sum() < 16
@@ -120,7 +121,8 @@ def test_synthetic_sources_have_the_tutorial_shapes():
 
 
 def test_missing_data_is_one_clear_error(tmp_path):
-    with pytest.raises(data.DataNotFoundError, match=r"not prepared in .*cifar10.*downloading is off"):
+    with pytest.raises(data.DataNotFoundError,
+                       match=r"not prepared in .*cifar10.*downloading is off"):
         data.load_cifar10("train", data_dir=str(tmp_path), download=False)
     with pytest.raises(data.DataNotFoundError, match="does not exist"):
         data.load_cifar10("train", data_dir=str(tmp_path / "nowhere"))

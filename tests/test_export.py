@@ -52,7 +52,8 @@ def test_folding_preserves_logits(bn, placement, folded, images):
     assert len(export.foldable_pairs(model)) == folded
     folded_model = export.fold_batch_norm(model)
     if folded:
-        assert not any("BatchNormalization" in type(l).__name__ for l in folded_model.layers)
+        assert not any("BatchNormalization" in type(layer).__name__
+                       for layer in folded_model.layers)
     diff = export.compare_logits(export.keras_logits(folded_model, images[0]),
                                  export.keras_logits(model, images[0]))
     assert diff["max_abs_logit_diff"] <= 1e-4 and diff["class_mismatch_rate"] == 0
@@ -105,7 +106,8 @@ def test_rest_body_feeds_the_serving_signature(tmp_path, trained_lenet, images):
     np.testing.assert_allclose(served["logits"], export.keras_logits(model, images[0][:2]),
                                atol=1e-4)
     with pytest.raises(ValueError, match=r"shape \[N, 32, 32, 3\], got \[1, 28, 28, 3\]"):
-        export.images_from_request_body(json.dumps({"instances": np.zeros((1, 28, 28, 3)).tolist()}))
+        body = json.dumps({"instances": np.zeros((1, 28, 28, 3)).tolist()})
+        export.images_from_request_body(body)
 
 
 def test_bad_saved_model_paths(tmp_path):

@@ -48,8 +48,9 @@ def test_two_workers_train_identical_weights_and_only_the_chief_writes(tmp_path)
     assert len(others) == 1, "worker 1 writes to its own scratch directory"
     chief = keras.models.load_model(workdir / "final.keras")
     worker = keras.models.load_model(os.path.join(others[0], "final.keras"))
-    assert all(l.synchronized for l in chief.layers if isinstance(l, BatchNormalization))
-    for a, b in zip(chief.get_weights(), worker.get_weights()):
+    assert all(layer.synchronized for layer in chief.layers
+               if isinstance(layer, BatchNormalization))
+    for a, b in zip(chief.get_weights(), worker.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
 
 

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from bn_keras import models, plots, study, tuning
+from bn_keras import models, plots, study
 from bn_keras.config import TrainConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -105,18 +105,3 @@ def test_run_study_summarizes_plots_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(study.training, "run", lambda config: pytest.fail("trained again"))
     again = study.run_study(arms, [0, 1], _base(tmp_path), str(tmp_path / "runs"), loss_every=4)
     assert [r["test_accuracy"] for r in again] == [r["test_accuracy"] for r in results]
-
-
-def test_tuner_runs_two_trials_and_retrains_the_best(tmp_path):
-    base = _base(tmp_path, epochs=1)
-    tuner = tuning.make_tuner("random", base, str(tmp_path / "tuner"), max_trials=2, max_epochs=1)
-    rows = tuning.search(tuner, 1, str(tmp_path / "tb"))
-    assert len(rows) == 2
-    assert {"bn", "learning_rate", "optimizer", "batch_size"} <= set(rows[0])
-    assert rows[0]["val_accuracy"] >= rows[1]["val_accuracy"]
-    best = tuning.retrain_best(tuner, str(tmp_path), epochs=1)
-    assert best["hyperparameters"] == {k: v for k, v in rows[0].items()
-                                       if k not in ("trial", "val_accuracy")}
-    assert 0.0 <= best["test_accuracy"] <= 1.0
-    with pytest.raises(ValueError, match="Unknown tuner='grid'"):
-        tuning.make_tuner("grid", base, str(tmp_path), 1, 1)

@@ -44,8 +44,8 @@ sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 # Kills the process after the final model is saved, before final_metrics.json.
-KILL_IN_FINISH = KILL_IN_COMMIT.replace(
-    'path.endswith("state.json") and \'"epoch": 2,\' in text', 'path.endswith("final_metrics.json")')
+KILL_IN_FINISH = KILL_IN_COMMIT.replace('path.endswith("state.json") and \'"epoch": 2,\' in text',
+                                        'path.endswith("final_metrics.json")')
 
 
 # As a user's shell has it: the test session's own TensorFlow log level not inherited.

@@ -1,0 +1,22 @@
+"""bn_keras.cli: --verbosity read before TensorFlow starts, and the scripts' common shape."""
+
+import pytest
+
+from bn_keras import cli
+
+
+@pytest.mark.parametrize("argv,expected", [
+    ([], None), (["--verbosity=0"], 0), (["--verbosity", "1"], 1), (["-v", "2"], 2),
+    (["-v=-1"], -1), (["--verbosity=x"], None), (["--epochs=3"], None),
+])
+def test_verbosity_is_read_from_argv(argv, expected):
+    assert cli.verbosity(["script.py", *argv]) == expected
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["train", "compare_bn", "tune", "export", "predict",
+                                    "validate_bn", "verify_export", "launch_local_workers"])
+def test_every_script_has_help(run_script, script):
+    proc = run_script(script, "--help", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "--" in proc.stdout and "Traceback" not in proc.stderr

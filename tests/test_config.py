@@ -1,0 +1,96 @@
+"""bn_keras.config: every rule checked before a run writes anything, and train.py's flags."""
+
+import dataclasses
+
+import pytest
+
+from bn_keras.config import TrainConfig, resume_conflicts
+
+
+@pytest.mark.parametrize("overrides,pattern", [
+    (dict(bn="batch"), "bn='batch' is not one of none, keras, custom"),
+    (dict(model="vgg"), "model='vgg' is not one of lenet, resnet20"),
+    (dict(epochs=0), "epochs must be at least 1, got 0"),
+    (dict(learning_rate=-1.0), "learning_rate must be positive"),
+    (dict(bn_momentum=1.0), r"bn_momentum must be in \[0, 1\)"),
+    (dict(label_smoothing=1.0), r"label_smoothing must be in \[0, 1\)"),
+    (dict(weight_decay=-1e-4), "weight_decay must be >= 0"),
+    (dict(seed=-1), "seed must be >= 0"),
+    (dict(model="conv1d_example", dataset="cifar10"), "synthetic"),
+    (dict(model="conv1d_example", dataset="synthetic", bn="none"), "tutorial's BN example"),
+    (dict(strategy="tpu"), "needs a TPU address"),
+    (dict(bn="none", renorm=True), "renorm=True needs BN"),
+    (dict(bn="keras", virtual_batch_size=8), "needs bn='custom'"),
+    # Ghost BN: the group size must divide the batch per replica, named with both values.
+    (dict(virtual_batch_size=7, batch_size=128),
+     "virtual_batch_size=7 does not divide the batch size per replica 128"),
+    # The layer's own rule (Ghost BN with renorm), found by asking the layer, not copied.
+    (dict(virtual_batch_size=8, renorm=True), "virtual_batch_size"),
+])
+def test_bad_config_names_the_field(overrides, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        TrainConfig(**overrides).validate()
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(virtual_batch_size=100, batch_size=100),  # a group of the whole batch is valid
+    dict(virtual_batch_size=8, batch_size=128),
+    dict(model="conv1d_example", dataset="synthetic", bn="keras"),
+    dict(lr_schedule="warmup_cosine", warmup_epochs=1, epochs=1),
+])
+def test_good_configs_pass(overrides):
+    TrainConfig(**overrides).validate()
+
+
+def test_model_options_per_replica():
+    assert TrainConfig(bn="custom").model_options(2) == {
+        "momentum": 0.99, "synchronized": True, "placement": "before_relu"}
+    # Ghost batches are per replica by nature.
+    assert not TrainConfig(virtual_batch_size=8).model_options(2)["synchronized"]
+    assert TrainConfig(bn="none").model_options(2) == {"placement": "before_relu"}
+
+
+def test_steps_per_execution_default_divides_the_loss_window():
+    assert TrainConfig(log_every_n_steps=100).resolved_steps_per_execution() == 50
+    assert TrainConfig(log_every_n_steps=7).resolved_steps_per_execution() == 7
+    assert TrainConfig(log_every_n_steps=500).resolved_steps_per_execution() == 50
+    assert TrainConfig(log_every_n_steps=97).resolved_steps_per_execution() == 1
+    assert TrainConfig(steps_per_execution=3).resolved_steps_per_execution() == 3
+    assert TrainConfig().resolved_steps_per_execution(mirrored_replicas=2) == 1
+    with pytest.raises(ValueError, match="steps_per_execution=4 does not work with 2 replicas"):
+        TrainConfig(steps_per_execution=4).resolved_steps_per_execution(mirrored_replicas=2)
+
+
+def test_resume_conflicts():
+    old = dataclasses.asdict(TrainConfig(epochs=10))
+    assert resume_conflicts(old, TrainConfig(epochs=10, verbose=1, data_dir="/elsewhere"),
+                            4) is None
+    assert resume_conflicts(old, TrainConfig(epochs=20), 10) is None  # constant lr: train more
+    assert "other settings (bn: 'custom' -> 'keras', learning_rate: 0.001 -> 0.1)" in \
+        resume_conflicts(old, TrainConfig(epochs=10, bn="keras", learning_rate=0.1), 4)
+    assert "holds 10 trained epochs, more than epochs=5" in \
+        resume_conflicts(old, TrainConfig(epochs=5), 10)
+    cosine = dataclasses.asdict(TrainConfig(epochs=10, lr_schedule="cosine"))
+    assert "is shaped by the number of epochs" in resume_conflicts(
+        cosine, TrainConfig(epochs=20, lr_schedule="cosine"), 10)
+
+
+def test_train_flags_make_the_config(experiment):
+    script = experiment("train")
+    script.define_flags()
+    flags = script.FLAGS
+    try:
+        flags(["train.py", "--model=resnet20", "--bn=keras", "--epochs=3", "--weight_decay=5e-4",
+               "--nesterov", "--label_smoothing=0.1", "--virtual_batch_size=8"])
+        config = script.config_from_flags(flags, stdout_is_terminal=False)
+        assert (config.model, config.bn, config.epochs, config.weight_decay, config.nesterov,
+                config.label_smoothing, config.virtual_batch_size) == (
+            "resnet20", "keras", 3, 5e-4, True, 0.1, 8)
+        assert config.workdir == "runs/resnet20_keras"  # the default names the run
+        assert config.verbose == 2  # one line per epoch in a log file ...
+        assert script.config_from_flags(flags, stdout_is_terminal=True).verbose == 1  # a bar
+        # Every TrainConfig field has a flag.
+        fields = {f.name for f in dataclasses.fields(TrainConfig)}
+        assert fields - set(flags) == set()
+    finally:
+        flags.unparse_flags()

@@ -1,0 +1,50 @@
+"""bn_keras.tuning and experiments/tune.py: a keras-tuner search on synthetic data."""
+
+import json
+import os
+
+import pytest
+
+from bn_keras import tuning
+from bn_keras.config import TrainConfig
+
+
+def _base(tmp_path, **overrides):
+    values = dict(dataset="synthetic", synthetic_examples=256, epochs=1, batch_size=32,
+                  bn_momentum=0.9, verbose=0, workdir=str(tmp_path), probe_size=32)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+@pytest.mark.slow
+def test_tuner_runs_two_trials_and_retrains_the_best(tmp_path):
+    base = _base(tmp_path)
+    tuner = tuning.make_tuner("random", base, str(tmp_path / "tuner"), max_trials=2, max_epochs=1)
+    rows = tuning.search(tuner, 1, str(tmp_path / "tb"))
+    assert len(rows) == 2
+    assert {"bn", "learning_rate", "optimizer", "batch_size"} <= set(rows[0])
+    assert rows[0]["val_accuracy"] >= rows[1]["val_accuracy"]
+    best = tuning.retrain_best(tuner, str(tmp_path), epochs=1)
+    assert best["hyperparameters"] == {k: v for k, v in rows[0].items()
+                                       if k not in ("trial", "val_accuracy")}
+    # The retrained run is an ordinary training run of the best configuration.
+    with open(tmp_path / "best_retrained" / "final_metrics.json") as f:
+        assert json.load(f)["test_accuracy"] == best["test_accuracy"]
+    with open(tmp_path / "best_retrained" / "config.json") as f:
+        config = json.load(f)
+    assert {k: config[k] for k in best["hyperparameters"]} == best["hyperparameters"]
+    with pytest.raises(ValueError, match="Unknown tuner='grid'"):
+        tuning.make_tuner("grid", base, str(tmp_path), 1, 1)
+
+
+@pytest.mark.slow
+def test_tune_script_writes_its_table(tmp_path, experiment):
+    script = experiment("tune")
+    out = script.run("random", "lenet", "synthetic", None, max_trials=2, max_epochs=1,
+                     train_examples=None, synthetic_examples=128,
+                     workdir=str(tmp_path / "work"), output_dir=str(tmp_path / "out"), seed=0)
+    assert out["report"] == str(tmp_path / "out" / "tune_random_lenet_synthetic.md")
+    report = open(out["report"]).read()
+    assert report.count("\n| ") == 2 + 1  # header + 2 trials (the separator starts with |-)
+    assert f"test accuracy **{out['best']['test_accuracy']:.4f}**" in report
+    assert os.path.isdir(tmp_path / "work" / "tensorboard")

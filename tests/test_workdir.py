@@ -1,0 +1,104 @@
+"""bn_keras.workdir: commits that survive a kill, TensorBoard pruning, the guards."""
+
+import dataclasses
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bn_keras import atomic, diagnostics, models, workdir
+from bn_keras.config import TrainConfig
+
+
+def _model():
+    model = models.lenet_cifar("custom")
+    model.compile(optimizer="adam", loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def _state(epoch):
+    return {"epoch": epoch, "step": 10 * epoch,
+            "history": [{"epoch": e, "step": 10 * (e + 1), "loss": 1.0 / (e + 1)}
+                        for e in range(epoch)], "callbacks": {}}
+
+
+def test_commit_keeps_only_the_latest_epoch_and_restores_it(tmp_path):
+    w = workdir.Workdir(str(tmp_path))
+    model = _model()
+    w.commit(model, _state(1))
+    model.layers[1].kernel.assign(model.layers[1].kernel + 1.0)
+    model.optimizer.iterations.assign(7)
+    w.commit(model, _state(2))
+    assert sorted(os.listdir(tmp_path / "backup")) == ["epoch-0002"]
+    latest = w.latest()
+    assert (latest.epoch, latest.step, len(latest.history)) == (2, 20, 2)
+    fresh = _model()
+    w.restore(fresh, latest)
+    np.testing.assert_array_equal(fresh.layers[1].kernel.numpy(), model.layers[1].kernel.numpy())
+    assert int(fresh.optimizer.iterations.numpy()) == 7  # the optimizer's state too
+    assert open(tmp_path / "metrics.csv").read().splitlines() == [
+        "epoch,loss,step", "0,1.0,10", "1,0.5,20"]
+
+
+def test_a_commit_cut_short_leaves_the_previous_epoch(tmp_path, monkeypatch):
+    w = workdir.Workdir(str(tmp_path))
+    model = _model()
+    w.commit(model, _state(1))
+
+    def killed(path, value, indent=2):
+        raise KeyboardInterrupt  # as if killed after the weights, before the state file
+
+    monkeypatch.setattr(atomic, "write_json", killed)
+    with pytest.raises(KeyboardInterrupt):
+        w.commit(model, _state(2))
+    monkeypatch.undo()
+    assert w.latest().epoch == 1
+    w.start(TrainConfig(workdir=str(tmp_path)), w.latest())  # a restart cleans up
+    assert sorted(os.listdir(tmp_path / "backup")) == ["epoch-0001"]
+
+
+def _write_events(logdir, steps, truncate=False):
+    writer = tf.summary.create_file_writer(str(logdir))
+    with writer.as_default():
+        for step in steps:
+            tf.summary.scalar("loss", float(step), step=step)
+    writer.close()
+    if truncate:
+        path = next(p for p in logdir.iterdir() if "tfevents" in p.name)
+        data = path.read_bytes()
+        path.write_bytes(data[:-7])  # a record cut off by a kill
+
+
+def test_prune_events_drops_what_the_unfinished_epoch_wrote(tmp_path):
+    _write_events(tmp_path / "train", [0, 10, 20, 25, 30], truncate=True)
+    removed = workdir.prune_events(str(tmp_path), last_step=20)
+    assert removed == 1  # 25; the truncated 30 is dropped as unreadable
+    assert diagnostics.read_scalars(str(tmp_path / "train"), "") == {
+        "loss": [(0, 0.0), (10, 10.0), (20, 20.0)]}
+    assert not any("tmp" in name for name in os.listdir(tmp_path / "train"))
+
+
+def test_check_refuses_without_writing(tmp_path):
+    config = TrainConfig(workdir=str(tmp_path / "run"), epochs=2)
+    w = workdir.Workdir(config.workdir)
+    assert w.check(config).epoch == 0 and not os.path.exists(config.workdir)
+    w.start(config, w.latest())
+    w.commit(_model(), _state(1))
+    assert w.check(config).epoch == 1
+    with pytest.raises(ValueError, match=r"other settings \(batch_size: 128 -> 64\)"):
+        w.check(dataclasses.replace(config, batch_size=64))
+    atomic.write_json(w.final_metrics, {"epochs": 2})
+    with pytest.raises(FileExistsError, match="finished run of 2 epochs"):
+        w.check(config)
+    assert workdir.describe(config.workdir) == f"1 of 2 epochs saved in {config.workdir}"
+
+
+def test_save_model_is_atomic(tmp_path):
+    w = workdir.Workdir(str(tmp_path))
+    model = _model()
+    w.save_model(model, w.best)
+    assert os.listdir(tmp_path / "checkpoints") == ["best.keras"]
+    assert keras.models.load_model(w.best).count_params() == model.count_params()
