@@ -240,7 +240,8 @@ class EpochSummaries(_EpochCallback):
             for prefix, name in self.RUNS:
                 if key.startswith(prefix):
                     run, tag = name, key[len(prefix):]
-            by_run.setdefault(run, {})[f"epoch_{tag}"] = value
+            tag = tag if tag.startswith("epoch_") else f"epoch_{tag}"
+            by_run.setdefault(run, {})[tag] = value
         for run, values in by_run.items():
             self.writers.scalars(run, self.global_step(), values)
 

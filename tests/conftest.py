@@ -79,38 +79,12 @@ def run_script():
 def tensorboard_server():
     """Starts the real `tensorboard` on a free 127.0.0.1 port: server(logdir) -> base URL.
     Every server started is stopped by its pid at the end of the test."""
-    import signal
-    import socket
-    import subprocess
-    import sys
-    import time
-    import urllib.request
+    import contextlib
 
-    started = []
+    from bn_keras import tensorboard_server
 
-    def start(logdir):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        binary = os.path.join(os.path.dirname(sys.executable), "tensorboard")
-        proc = subprocess.Popen([binary, f"--logdir={logdir}", "--host=127.0.0.1",
-                                 f"--port={port}"], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        started.append(proc)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(f"{url}/data/runs", timeout=2).read()
-                return url
-            except OSError:
-                time.sleep(0.5)
-        raise RuntimeError("tensorboard did not start within 60 s")
-
-    yield start
-    for proc in started:
-        os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+    with contextlib.ExitStack() as stack:
+        yield lambda logdir: stack.enter_context(tensorboard_server.serve(str(logdir)))
 
 
 @pytest.fixture

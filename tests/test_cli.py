@@ -15,7 +15,8 @@ def test_verbosity_is_read_from_argv(argv, expected):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("script", ["train", "compare_bn", "tune", "export", "predict",
-                                    "validate_bn", "verify_export", "launch_local_workers"])
+                                    "validate_bn", "verify_export", "launch_local_workers",
+                                    "tensorboard_screenshots"])
 def test_every_script_has_help(run_script, script):
     proc = run_script(script, "--help", timeout=120)
     assert proc.returncode == 0, proc.stderr

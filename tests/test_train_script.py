@@ -12,13 +12,13 @@ import subprocess
 import sys
 import time
 import urllib.parse
-import urllib.request
 
 import numpy as np
 import pytest
 
 from bn_keras import training
 from bn_keras.config import TrainConfig
+from bn_keras.tensorboard_server import get_json, wait_for_runs
 
 pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
 
@@ -172,11 +172,6 @@ def test_user_errors_are_one_line(tmp_path):
     assert not os.path.exists(tmp_path / "ghost")
 
 
-def _get_json(url):
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.load(response)
-
-
 def test_tensorboard_server_shows_one_point_per_epoch_equal_to_metrics_csv(
         tmp_path, tensorboard_server):
     # 10 steps per epoch, chunks of 3 steps, a loss window of 7: nothing divides anything.
@@ -184,12 +179,7 @@ def test_tensorboard_server_shows_one_point_per_epoch_equal_to_metrics_csv(
                              epochs=3, steps_per_execution=3, log_every_n_steps=7,
                              workdir=str(tmp_path), verbose=0, probe_size=64))
     url = tensorboard_server(tmp_path / "tensorboard")
-    deadline = time.time() + 60
-    while True:
-        tags = _get_json(f"{url}/data/plugin/scalars/tags")
-        if {"train", "validation", "bn_diagnostics"} <= set(tags) or time.time() > deadline:
-            break
-        time.sleep(1)
+    tags = wait_for_runs(url, {"train", "validation", "bn_diagnostics"})
     assert {"epoch_loss", "epoch_accuracy", "epoch_learning_rate", "epoch_images_per_second",
             "batch_loss"} <= set(tags["train"])
     assert {"epoch_loss", "epoch_accuracy"} <= set(tags["validation"])
@@ -201,9 +191,9 @@ def test_tensorboard_server_shows_one_point_per_epoch_equal_to_metrics_csv(
                              ("train", "", "learning_rate"), ("train", "", "images_per_second"),
                              ("validation", "val_", "loss"), ("validation", "val_", "accuracy")):
         query = urllib.parse.urlencode({"run": run, "tag": f"epoch_{tag}"})
-        points = _get_json(f"{url}/data/plugin/scalars/scalars?{query}")  # [wall, step, value]
+        points = get_json(f"{url}/data/plugin/scalars/scalars?{query}")  # [wall, step, value]
         assert [p[1] for p in points] == steps, (run, tag)
         np.testing.assert_array_equal(np.float32([p[2] for p in points]),
                                       np.float32([float(r[prefix + tag]) for r in rows]))
     query = urllib.parse.urlencode({"run": "bn_diagnostics", "tag": "grad_norm/conv1"})
-    assert [p[1] for p in _get_json(f"{url}/data/plugin/scalars/scalars?{query}")] == [0, *steps]
+    assert [p[1] for p in get_json(f"{url}/data/plugin/scalars/scalars?{query}")] == [0, *steps]
