@@ -224,18 +224,21 @@ class TrainingStream:
     def epoch(self, epoch: int) -> tf.data.Dataset:
         """The batches of epoch `epoch` (0-based): `(float32 inputs, int64 labels)`."""
         draws = self.draws(epoch)
-        inputs, labels, augment = self._inputs, self._labels, self.augment
+        inputs, labels = self._inputs, self._labels
+        augment, preprocess = self.augment, self.preprocess
 
-        def gather(batch):
+        def batch_of_examples(batch):  # one map per batch: tf.data's overhead is per call
             x = tf.gather(inputs, batch["order"])
             if augment:
                 x = augment_images(x, batch["offsets"], batch["flips"])
+            if preprocess is not None:
+                x = preprocess(x)
             return x, tf.gather(labels, batch["order"])
 
         ds = tf.data.Dataset.from_tensor_slices(draws).batch(
             self.batch_size, drop_remainder=self.drop_remainder)
-        ds = ds.map(gather, num_parallel_calls=AUTOTUNE, deterministic=True)
-        return _finish(ds, self.preprocess)
+        return ds.map(batch_of_examples, num_parallel_calls=AUTOTUNE,
+                      deterministic=True).prefetch(AUTOTUNE)
 
     def epochs(self, first: int, stop: int) -> tf.data.Dataset:
         """Epochs first .. stop - 1 one after another, for code that iterates across epochs
@@ -253,10 +256,6 @@ def evaluation_pipeline(examples: Examples, batch_size: int,
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
     ds = tf.data.Dataset.from_tensor_slices((examples.inputs, examples.labels)).batch(batch_size)
-    return _finish(ds, preprocess)
-
-
-def _finish(ds: tf.data.Dataset, preprocess) -> tf.data.Dataset:
     if preprocess is not None:
         ds = ds.map(lambda x, y: (preprocess(x), y), num_parallel_calls=AUTOTUNE,
                     deterministic=True)
