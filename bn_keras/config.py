@@ -56,6 +56,7 @@ class TrainConfig:
     strategy: str = "auto"
     tpu: str | None = None
     mixed_precision: str = "float32"
+    jit_compile: bool = False  # XLA: slower for LeNet on this CPU (NOTES.md)
     workdir: str = "runs/lenet_custom"
     seed: int = 0
     deterministic: bool = True

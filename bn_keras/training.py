@@ -123,7 +123,7 @@ def build_compiled_model(config: TrainConfig, num_replicas: int, steps_per_epoch
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         steps_per_execution=config.resolved_steps_per_execution(
             num_replicas if mirrored else 1),
-        jit_compile=False,  # XLA made LeNet slower on this CPU (NOTES.md)
+        jit_compile=config.jit_compile,
     )
     return model
 

@@ -70,6 +70,8 @@ def define_flags() -> None:
     flags.DEFINE_string("tpu", None, "TPU address for --strategy=tpu ('local' on a TPU VM).")
     flags.DEFINE_enum("mixed_precision", DEFAULTS.mixed_precision, list(config_lib.PRECISIONS),
                       "Keras dtype policy.")
+    flags.DEFINE_bool("jit_compile", DEFAULTS.jit_compile,
+                      "Compile the training step with XLA.")
     flags.DEFINE_string("workdir", None, "Directory for everything the run writes "
                         "(default: runs/<model>_<bn>).")
     flags.DEFINE_integer("seed", DEFAULTS.seed, "Random seed (data order, augmentation, init).")
