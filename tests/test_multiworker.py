@@ -2,7 +2,6 @@
 
 import csv
 import glob
-import importlib.util
 import os
 
 import keras
@@ -12,16 +11,7 @@ import pytest
 import bn_keras.models  # noqa: F401 - registers our layers for loading
 from bn_keras.layers import BatchNormalization
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-pytestmark = pytest.mark.multiprocess
-
-
-def _launcher():
-    path = os.path.join(ROOT, "experiments", "launch_local_workers.py")
-    spec = importlib.util.spec_from_file_location("launch_local_workers", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
 
 
 def _train_args(workdir, epochs):
@@ -34,11 +24,11 @@ def _epochs(path):
         return [int(row["epoch"]) for row in csv.DictReader(f)]
 
 
-def test_two_workers_train_identical_weights_and_only_the_chief_writes(tmp_path):
+def test_two_workers_train_identical_weights_and_only_the_chief_writes(tmp_path, experiment):
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     workdir = tmp_path / "run"
-    codes = _launcher().launch(2, _train_args(workdir, 1), timeout=600,
+    codes = experiment("launch_local_workers").launch(2, _train_args(workdir, 1), timeout=600,
                                env={"TMPDIR": str(scratch)})
     assert codes == [0, 0]
     for name in ("final.keras", "final_metrics.json", "checkpoints/best.keras", "metrics.csv"):
@@ -54,8 +44,8 @@ def test_two_workers_train_identical_weights_and_only_the_chief_writes(tmp_path)
         np.testing.assert_array_equal(a, b)
 
 
-def test_killed_worker_stops_the_run_and_a_restart_resumes(tmp_path):
-    launcher = _launcher()
+def test_killed_worker_stops_the_run_and_a_restart_resumes(tmp_path, experiment):
+    launcher = experiment("launch_local_workers")
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     workdir = tmp_path / "run"
