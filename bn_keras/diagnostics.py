@@ -28,9 +28,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from bn_keras.layers import BatchNormalization
+from bn_keras.layers import BN_TYPES
 
-BN_TYPES = (BatchNormalization, keras.layers.BatchNormalization)
 BN_WEIGHTS = ("gamma", "beta", "moving_mean", "moving_variance")
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from bn_keras import atomic, cifar, data
-from bn_keras.diagnostics import BN_TYPES
+from bn_keras.layers import BN_TYPES
 
 FOLDABLE = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Dense)
 METADATA_FILE = "bn_keras_metadata.json"

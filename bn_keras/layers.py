@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import keras
 import tensorflow as tf
 from keras import constraints, initializers, regularizers
@@ -128,37 +130,7 @@ class BatchNormalization(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if isinstance(axis, bool) or not isinstance(axis, int):
-            raise TypeError(f"BatchNormalization: `axis` must be an int, got {axis!r}.")
-        if virtual_batch_size is not None and (
-            isinstance(virtual_batch_size, bool)
-            or not isinstance(virtual_batch_size, int)
-            or virtual_batch_size < 1
-        ):
-            raise ValueError(
-                "BatchNormalization: `virtual_batch_size` must be a positive int or None, "
-                f"got {virtual_batch_size!r}."
-            )
-        if virtual_batch_size is not None and (renorm or synchronized):
-            raise ValueError(
-                "BatchNormalization: `virtual_batch_size` cannot be combined with "
-                f"renorm={renorm!r} or synchronized={synchronized!r}."
-            )
-        if renorm:
-            renorm_clipping = dict(renorm_clipping or {})
-            unknown = sorted(set(renorm_clipping) - set(_RENORM_CLIPPING_KEYS))
-            if unknown:
-                raise ValueError(
-                    f"BatchNormalization: unknown `renorm_clipping` keys {unknown} in "
-                    f"{renorm_clipping}; allowed keys: {list(_RENORM_CLIPPING_KEYS)}."
-                )
-            rmax, rmin, dmax = (renorm_clipping.get(k) for k in _RENORM_CLIPPING_KEYS)
-            if rmax is not None and rmin is not None and rmax < rmin:
-                raise ValueError(
-                    f"BatchNormalization: renorm_clipping rmax={rmax} is below rmin={rmin}."
-                )
-            if dmax is not None and dmax < 0:
-                raise ValueError(f"BatchNormalization: renorm_clipping dmax={dmax} is negative.")
+        _check_arguments(axis, renorm, renorm_clipping, synchronized, virtual_batch_size)
         self.axis = axis
         self.momentum = float(momentum)
         self.epsilon = float(epsilon)
@@ -173,7 +145,8 @@ class BatchNormalization(keras.layers.Layer):
         self.beta_constraint = constraints.get(beta_constraint)
         self.gamma_constraint = constraints.get(gamma_constraint)
         self.renorm = renorm
-        self.renorm_clipping = renorm_clipping
+        # As in Keras: with renorm, no clipping is stored as {}.
+        self.renorm_clipping = dict(renorm_clipping or {}) if renorm else renorm_clipping
         self.renorm_momentum = renorm_momentum
         self.synchronized = synchronized
         self.virtual_batch_size = virtual_batch_size
@@ -189,10 +162,17 @@ class BatchNormalization(keras.layers.Layer):
         rank = len(input_shape)
         if not -rank <= self.axis < rank:
             raise ValueError(
-                f"BatchNormalization: axis={self.axis} is out of range for inputs of "
-                f"rank {rank} (shape {tuple(input_shape)})."
+                f"Axis {self.axis} is out of bounds for input shape {tuple(input_shape)}. "
+                f"Received: axis={self.axis}. BatchNormalization: axis={self.axis} is out of "
+                f"range for inputs of rank {rank}."
             )
         self._channel_axis = self.axis % rank
+        if self.virtual_batch_size is not None and self._channel_axis == 0:
+            raise ValueError(
+                "When using `virtual_batch_size`, the batch dimension must be 0 and thus axis "
+                f"cannot include 0. Received axis={self.axis}. BatchNormalization: ghost "
+                "batches split axis 0, so it cannot be the feature axis."
+            )
         channels = input_shape[self._channel_axis]
         if channels is None:
             raise ValueError(
@@ -247,8 +227,9 @@ class BatchNormalization(keras.layers.Layer):
     def call(self, inputs, training=None, mask=None):
         if mask is not None and len(mask.shape) != len(inputs.shape) - 1:
             raise ValueError(
-                "BatchNormalization: the mask must have one dimension less than the "
-                f"inputs; got mask.shape={mask.shape}, inputs.shape={inputs.shape}."
+                "The mask provided should be one dimension less than the inputs. Received: "
+                f"mask.shape={mask.shape}, inputs.shape={inputs.shape}. BatchNormalization: "
+                "the mask marks positions, and every feature at a position shares it."
             )
         training = bool(training) and self.trainable
         fast = self._channels_last_plain and mask is None and not (
@@ -490,6 +471,10 @@ class BatchNormalization(keras.layers.Layer):
         return {**super().get_config(), **config}
 
 
+# Both BN layers a model may hold: for code that finds them (diagnostics, BN folding).
+BN_TYPES = (BatchNormalization, keras.layers.BatchNormalization)
+
+
 def _as_rows(x):
     """x viewed as (N, R*C) and R, a Python int where the shape is static."""
     channels = x.shape[-1]
@@ -558,6 +543,58 @@ def _batch_norm_channels_last(x, gamma, beta, epsilon):
 
     y, mu, sigma2 = batch_norm(rows, gamma, beta)
     return _from_rows(y, x), mu, sigma2
+
+
+def _check_arguments(axis, renorm, renorm_clipping, synchronized, virtual_batch_size) -> None:
+    """Raises for arguments Keras' layer (or tf-keras', for `virtual_batch_size`) refuses.
+
+    Each message starts with Keras' own wording for the mistake, so code written
+    against the built-in keeps matching it, and adds our detail after it.
+    """
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        detail = f"BatchNormalization: `axis` must be an int, got {axis!r}."
+        try:
+            int(axis)  # what Keras does with `axis`; its error is Keras' wording
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{e}. {detail}") from None
+        raise TypeError(detail)
+    if virtual_batch_size is not None and (
+        isinstance(virtual_batch_size, bool)
+        or not isinstance(virtual_batch_size, numbers.Integral)
+        or virtual_batch_size < 1
+    ):
+        raise ValueError(
+            "`virtual_batch_size` must be a positive integer. "
+            f"Received: virtual_batch_size={virtual_batch_size!r}. "
+            "BatchNormalization: use None to normalize the whole batch at once."
+        )
+    if virtual_batch_size is not None and (renorm or synchronized):
+        raise ValueError(
+            f"BatchNormalization: `virtual_batch_size` cannot be combined with "
+            f"renorm={renorm!r} or synchronized={synchronized!r}."
+        )
+    if not renorm:
+        return
+    clipping = dict(renorm_clipping or {})
+    unknown = sorted(set(clipping) - set(_RENORM_CLIPPING_KEYS))
+    if unknown:
+        raise ValueError(
+            f"Received invalid keys for `renorm_clipping` argument: {clipping}. "
+            f"Supported values: {list(_RENORM_CLIPPING_KEYS)}. "
+            f"BatchNormalization: unknown `renorm_clipping` keys {unknown}."
+        )
+    rmax, rmin, dmax = (clipping.get(k) for k in _RENORM_CLIPPING_KEYS)
+    if rmax is not None and rmin is not None and rmax < rmin:
+        raise ValueError(
+            "rmax should be greater than rmin in the `renorm_clipping` argument. "
+            f"Received: rmax={rmax}, rmin={rmin}. BatchNormalization: r would be "
+            f"clipped to an empty range [{rmin}, {rmax}]."
+        )
+    if dmax is not None and dmax < 0:
+        raise ValueError(
+            "dmax should be non-negative in the `renorm_clipping` argument. "
+            f"Received: dmax={dmax}. BatchNormalization: d is clipped to [-dmax, dmax]."
+        )
 
 
 def _clone(initializer):

@@ -1,6 +1,7 @@
 """bn_keras.layers.BatchNormalization against Keras' built-in and a NumPy reference."""
 
 import os
+import re
 
 import keras
 import numpy as np
@@ -199,24 +200,70 @@ def test_ghost_batch_size_must_divide_the_batch():
     step(tf.zeros((10, 3)))  # divisible: fine
 
 
-@pytest.mark.parametrize("kwargs,error,pattern", [
-    ({"axis": "a"}, TypeError, "`axis` must be an int, got 'a'"),
-    ({"axis": 1.5}, TypeError, "got 1.5"),
+# (arguments, exception, Keras' own phrase for the mistake, our detail after it)
+BAD_ARGUMENTS = [
+    ({"axis": "a"}, ValueError, "invalid literal for int() with base 10: 'a'",
+     "`axis` must be an int, got 'a'"),
     ({"renorm": True, "renorm_clipping": {"rmax": 3, "bogus": 1}}, ValueError,
-     r"unknown `renorm_clipping` keys \['bogus'\]"),
-    ({"renorm": True, "renorm_clipping": {"rmax": 1, "rmin": 2}}, ValueError, "rmax=1 is below rmin=2"),
-    ({"virtual_batch_size": 0}, ValueError, "got 0"),
+     "Received invalid keys for `renorm_clipping` argument",
+     "unknown `renorm_clipping` keys ['bogus']"),
+    ({"renorm": True, "renorm_clipping": {"rmax": 1, "rmin": 2}}, ValueError,
+     "rmax should be greater than rmin in the `renorm_clipping` argument",
+     "Received: rmax=1, rmin=2"),
+    ({"renorm": True, "renorm_clipping": {"dmax": -1}}, ValueError,
+     "dmax should be non-negative in the `renorm_clipping` argument", "Received: dmax=-1"),
+    ({"momentun": 0.9}, ValueError, "Unrecognized keyword arguments passed to BatchNormalization",
+     "momentun"),
+]
+
+
+@pytest.mark.parametrize("kwargs,error,keras_phrase,detail", BAD_ARGUMENTS,
+                         ids=[str(a[0]) for a in BAD_ARGUMENTS])
+def test_bad_arguments_raise_with_keras_wording_then_ours(kwargs, error, keras_phrase, detail):
+    with pytest.raises(error, match=re.escape(keras_phrase)):
+        keras.layers.BatchNormalization(**kwargs)
+    with pytest.raises(error, match=re.escape(keras_phrase)) as raised:
+        BatchNormalization(**kwargs)
+    assert detail in str(raised.value)
+
+
+@pytest.mark.parametrize("kwargs,error,pattern", [
+    # tf-keras' wording, for the argument Keras 3 dropped
+    ({"virtual_batch_size": 0}, ValueError,
+     r"`virtual_batch_size` must be a positive integer\. Received: virtual_batch_size=0"),
     ({"virtual_batch_size": 4, "renorm": True}, ValueError, "cannot be combined"),
-    ({"momentun": 0.9}, ValueError, "momentun"),
+    ({"axis": 1.5}, TypeError, "`axis` must be an int, got 1.5"),
 ])
-def test_bad_arguments_raise_clear_errors(kwargs, error, pattern):
+def test_arguments_keras_lacks_or_accepts_raise_clear_errors(kwargs, error, pattern):
     with pytest.raises(error, match=pattern):
         BatchNormalization(**kwargs)
 
 
+def test_numpy_integer_axis_is_accepted():
+    layer = BatchNormalization(axis=np.int64(1))
+    assert layer(tf.ones((2, 3, 4)), training=False).shape == (2, 3, 4)
+
+
 def test_axis_out_of_range_names_the_axis():
-    with pytest.raises(ValueError, match="axis=3 is out of range for inputs of rank 3"):
+    keras_phrase = "Axis 3 is out of bounds for input shape (2, 4, 5)"
+    with pytest.raises(ValueError, match=re.escape(keras_phrase)):
+        keras.layers.BatchNormalization(axis=3).compute_output_shape((2, 4, 5))
+    with pytest.raises(ValueError, match=re.escape(keras_phrase)) as raised:
         BatchNormalization(axis=3)(tf.zeros((2, 4, 5)))
+    assert "axis=3 is out of range for inputs of rank 3" in str(raised.value)
+
+
+def test_mask_of_wrong_rank_uses_keras_wording():
+    phrase = "The mask provided should be one dimension less than the inputs"
+    x, mask = tf.zeros((2, 4, 5)), tf.ones((2, 4, 5), bool)
+    for layer in (keras.layers.BatchNormalization(), BatchNormalization()):
+        with pytest.raises(ValueError, match=phrase):
+            layer(x, mask=mask)
+
+
+def test_ghost_batches_refuse_the_batch_axis_as_feature_axis():
+    with pytest.raises(ValueError, match="axis cannot include 0. Received axis=0"):
+        BatchNormalization(axis=0, virtual_batch_size=2)(tf.zeros((4, 3)), training=True)
 
 
 def test_synchronized_statistics_span_replicas(mirrored_strategy):
