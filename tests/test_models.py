@@ -1,11 +1,17 @@
 """The model builders: exact tutorial architectures and the BN switch."""
 
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
 
 from bn_keras import models
 from bn_keras.layers import BatchNormalization
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _producer(layer):
@@ -97,3 +103,27 @@ def test_build_model_by_name():
         models.build_model("vgg", "none")
     with pytest.raises(ValueError, match="placement='middle'"):
         models.lenet_cifar("custom", placement="middle")
+
+
+def test_models_build_and_run_without_tensorflow():
+    """On Keras' NumPy backend, with TensorFlow unimportable: every builder, our BN inside,
+    builds and computes. (Training on JAX and PyTorch: tests/test_backends.py.)"""
+    code = "\n".join([
+        "import sys",
+        "sys.modules['tensorflow'] = None",
+        "import numpy as np",
+        "from bn_keras import models",
+        "for name in models.MODEL_BUILDERS:",
+        "    model = models.build_model(name, 'custom')",
+        "    shape = (128, 256) if name == 'conv1d_example' else models.IMAGE_SHAPE",
+        "    y = np.asarray(model(np.ones((2, *shape), 'float32'), training=True))",
+        "    print(name, y.shape, bool(np.all(np.isfinite(y))))",
+    ])
+    env = {**os.environ, "KERAS_BACKEND": "numpy",
+           "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split("\n")[:4] == [
+        "lenet (2, 10) True", "resnet20 (2, 10) True", "conv1d_example (2, 126, 64) True",
+        "lenet_tutorial (2, 10) True"]
