@@ -16,6 +16,8 @@ validation.md on TensorFlow and validation_<backend>.md on the others.
 
 from __future__ import annotations
 
+import os
+
 from bn_keras import cli
 
 cli.quiet_tensorflow()
@@ -69,6 +71,8 @@ def run(output_dir: str, steps: int, timing_iterations: int, quick: bool) -> lis
         rows.append(row)
     passed = sum(r["passed"] for r in rows)
     env = "" if backend == "tensorflow" else f"KERAS_BACKEND={backend} "
+    if "OMP_NUM_THREADS" in os.environ:  # PyTorch's CPU thread count changes its timings
+        env = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} {env}"
     preamble = (
         f"# Our BatchNormalization vs keras.layers.BatchNormalization on {backend}\n\n"
         f"Command: `{env}python experiments/validate_bn.py --steps={steps} "
