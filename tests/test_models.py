@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bn_keras import models
-from bn_keras.layers import BatchNormalization
+from bn_keras.layers import BN_TYPES, BatchNormalization
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -20,8 +20,7 @@ def _producer(layer):
 
 
 def _bn_layers(model):
-    return [l for l in model.layers if isinstance(l, (keras.layers.BatchNormalization,
-                                                       BatchNormalization))]
+    return [layer for layer in model.layers if isinstance(layer, BN_TYPES)]
 
 
 def test_conv1d_example_is_the_tutorials():
@@ -39,8 +38,8 @@ def test_lenet_without_bn_has_the_tutorials_62006_parameters():
     assert model.count_params() == 62_006
     assert model.output_shape == (None, 10)
     assert not _bn_layers(model)
-    convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
-    dense = [l for l in model.layers if isinstance(l, keras.layers.Dense)]
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
     assert [(c.filters, c.kernel_size) for c in convs] == [(6, (5, 5)), (16, (5, 5))]
     assert [d.units for d in dense] == [120, 84, 10]
 
@@ -51,7 +50,7 @@ def test_lenet_bn_is_in_the_forward_path(bn, cls):
     """Unlike the tutorial, every BN layer is wired in: it changes the output."""
     model = models.lenet_cifar(bn)
     norms = _bn_layers(model)
-    assert len(norms) == 4 and all(type(l) is cls for l in norms)
+    assert len(norms) == 4 and all(type(norm) is cls for norm in norms)
     # conv -> BN -> ReLU: each BN consumes its conv/dense layer's output.
     for norm in norms:
         assert _producer(norm).startswith(("conv", "fc")), _producer(norm)
@@ -80,7 +79,7 @@ def test_bn_options_reach_every_bn_layer():
     model = models.resnet20("custom", momentum=0.9, virtual_batch_size=2)
     norms = _bn_layers(model)
     assert len(norms) == 19
-    assert all(l.momentum == 0.9 and l.virtual_batch_size == 2 for l in norms)
+    assert all(norm.momentum == 0.9 and norm.virtual_batch_size == 2 for norm in norms)
 
 
 @pytest.mark.parametrize("bn,params", [("none", 269_034), ("keras", 271_098), ("custom", 271_098)])
@@ -88,7 +87,7 @@ def test_resnet20_has_about_027m_parameters(bn, params):
     model = models.resnet20(bn)
     assert model.count_params() == params
     assert model.output_shape == (None, 10)
-    assert sum(isinstance(l, keras.layers.Conv2D) for l in model.layers) == 19
+    assert sum(isinstance(layer, keras.layers.Conv2D) for layer in model.layers) == 19
 
 
 @pytest.mark.parametrize("builder", [models.lenet_cifar, models.resnet20, models.conv1d_bn_example])
