@@ -47,8 +47,8 @@ def define_flags() -> None:
 
 
 def time_layers(layers: dict, shape: tuple[int, ...], rounds: int, iterations: int,
-                steps_per_call: int) -> dict[tuple[str, str], float]:
-    """Median ms per training step and per inference call of each named layer on `shape`."""
+                steps_per_call: int, infer: bool = True) -> dict[tuple[str, str], float]:
+    """Median ms per training step (and inference call) of each named layer on `shape`."""
     import numpy as np
 
     from bn_keras import layer_steps
@@ -57,7 +57,7 @@ def time_layers(layers: dict, shape: tuple[int, ...], rounds: int, iterations: i
         layer.build(shape)
     x = np.random.default_rng(0).normal(size=shape).astype("float32")
     return layer_steps.time_layers(layers, x, rounds=rounds, iterations=iterations,
-                                   repeat=steps_per_call)
+                                   repeat=steps_per_call, infer=infer)
 
 
 def layer_table(shapes, rounds, iterations, steps_per_call) -> list[dict]:
@@ -89,7 +89,7 @@ def crossover(rounds, iterations, steps_per_call) -> None:
 
         def __init__(self, path):
             super().__init__()
-            self.path = path
+            self.fast_path = path
 
         def build(self, shape):
             self.gamma = self.add_weight(shape=shape[-1:], initializer="ones")
@@ -99,8 +99,8 @@ def crossover(rounds, iterations, steps_per_call) -> None:
             self.moving_variance = self.add_weight(shape=shape[-1:], initializer="ones",
                                                    trainable=False)
 
-        def call(self, x, training=None):
-            y, mean, variance = self.path(x, self.gamma, self.beta, 1e-3)
+        def call(self, x, training=None, mask=None):
+            y, mean, variance = self.fast_path(x, self.gamma, self.beta, 1e-3)
             self.moving_mean.assign_sub((self.moving_mean - mean) * 0.01)
             self.moving_variance.assign_sub((self.moving_variance - variance) * 0.01)
             return y
@@ -110,7 +110,7 @@ def crossover(rounds, iterations, steps_per_call) -> None:
     for shape in CROSSOVER_SHAPES:
         layers = {"keras": keras.layers.BatchNormalization(),
                   "fused": Forced(fast.fused_batch_norm), "rows": Forced(fast.rows_batch_norm)}
-        t = time_layers(layers, shape, rounds, iterations, steps_per_call)
+        t = time_layers(layers, shape, rounds, iterations, steps_per_call, infer=False)
         elements = 1
         for d in shape:
             elements *= d
