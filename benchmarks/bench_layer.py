@@ -1,144 +1,168 @@
 """Times our BatchNormalization against keras.layers.BatchNormalization, side by side.
 
 For each shape: a training step (forward + backward, moving-statistics update)
-and an inference call, STEPS_PER_CALL of them inside one tf.function, both implementations
-interleaved in the same process so machine noise hits them alike. Prints a
-Markdown table of median milliseconds and the ratio ours / built-in.
+and an inference call, each compiled as the backend's trainer would
+(`tf.function`, `jax.jit`; PyTorch eagerly), both implementations measured
+in turn, round after round, in the same process, so machine noise hits them
+alike. Prints a Markdown table of median milliseconds per step and the ratio
+ours / built-in. Runs on whichever Keras backend is selected:
 
-    python benchmarks/bench_layer.py [--repeats 7] [--iterations 50]
+    python benchmarks/bench_layer.py [--rounds=7] [--iterations=10]
+    KERAS_BACKEND=jax python benchmarks/bench_layer.py
+    python benchmarks/bench_layer.py --crossover      # TensorFlow: fused vs row path
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import statistics
-import time
+from bn_keras import cli
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+cli.quiet_tensorflow()
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
+from absl import flags  # noqa: E402
 
-from bn_keras.layers import BatchNormalization  # noqa: E402
+FLAGS = flags.FLAGS
 
 SHAPES = [(128, 28, 28, 6), (128, 10, 10, 16), (256, 32, 32, 64), (128, 120), (32, 126, 64)]
 # Shapes around the fused kernel's break-even size, for --crossover.
 CROSSOVER_SHAPES = [(10, 10, 10, 16), (32, 10, 10, 16), (64, 10, 10, 16), (10, 126, 64),
                     (10, 8, 8, 64), (4, 32, 32, 64), (16, 32, 32, 64)]
-TARGETS = {4: 0.6, 2: 1.0, 3: 1.0}  # training-step ratio targets by input rank
+TARGETS = {4: 0.6, 2: 1.0, 3: 1.0}  # training-step ratio targets by input rank (TensorFlow)
 INFERENCE_TARGET = 1.0
 
 
-# Steps run inside one tf.function call, so the per-call dispatch cost (about
-# 0.2 ms here, as large as a whole BN step on a (128, 120) input) is amortized
-# and the table measures the layer rather than Python.
-STEPS_PER_CALL = 10
+def define_flags() -> None:
+    flags.DEFINE_integer("rounds", 7, "Interleaved measurement rounds; medians are reported.",
+                         lower_bound=1)
+    flags.DEFINE_integer("iterations", 10, "Calls per round and candidate.", lower_bound=1)
+    # On TensorFlow the steps of one call run in a loop inside one tf.function, so its
+    # per-call dispatch cost (about 0.2 ms here, as large as a whole BN step on a
+    # (128, 120) input) is amortized and the table measures the layer rather than Python.
+    flags.DEFINE_integer("steps_per_call", 10, "Steps per call (in-graph on TensorFlow).",
+                         lower_bound=1)
+    flags.DEFINE_list("shapes", [], "Input shapes to time, e.g. 128x120,32x126x64 "
+                      "(default: the five of the README's table).")
+    flags.DEFINE_bool("crossover", False,
+                      "TensorFlow only: time the fused and the row path, each forced, around "
+                      "the size threshold, instead.")
 
 
-def _step_functions(layer_cls, shape, forward=None):
-    layer = layer_cls()
-    layer.build(shape)
-    x = tf.random.normal(shape, seed=0)
-    forward = forward or (lambda layer, x: layer(x, training=True))
+def time_layers(layers: dict, shape: tuple[int, ...], rounds: int, iterations: int,
+                steps_per_call: int, infer: bool = True) -> dict[tuple[str, str], float]:
+    """Median ms per training step (and inference call) of each named layer on `shape`."""
+    import numpy as np
 
-    @tf.function
-    def train_step():
-        total = tf.zeros([])
-        for _ in tf.range(STEPS_PER_CALL):
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                y = forward(layer, x)
-                loss = tf.reduce_sum(y * y)
-            grads = tape.gradient(loss, [x] + layer.trainable_weights)
-            total += tf.add_n([tf.reduce_sum(g) for g in grads])
-        return total
+    from bn_keras import layer_steps
 
-    @tf.function
-    def infer():
-        total = tf.zeros([])
-        for _ in tf.range(STEPS_PER_CALL):
-            total += tf.reduce_sum(layer(x, training=False))
-        return total
-
-    return train_step, infer
+    for layer in layers.values():
+        layer.build(shape)
+    x = np.random.default_rng(0).normal(size=shape).astype("float32")
+    return layer_steps.time_layers(layers, x, rounds=rounds, iterations=iterations,
+                                   repeat=steps_per_call, infer=infer)
 
 
-def _time(fn, iterations):
-    start = time.perf_counter()
-    for _ in range(iterations):
-        result = fn()
-    result.numpy()
-    return (time.perf_counter() - start) / (iterations * STEPS_PER_CALL) * 1e3
+def layer_table(shapes, rounds, iterations, steps_per_call) -> list[dict]:
+    import keras
+
+    from bn_keras.layers import BatchNormalization
+
+    rows = []
+    for shape in shapes:
+        t = time_layers({"keras": keras.layers.BatchNormalization(), "ours": BatchNormalization()},
+                        shape, rounds, iterations, steps_per_call)
+        row = {"shape": shape, "train_keras_ms": t[("keras", "train")],
+               "train_ours_ms": t[("ours", "train")], "infer_keras_ms": t[("keras", "infer")],
+               "infer_ours_ms": t[("ours", "infer")]}
+        row["train_ratio"] = row["train_ours_ms"] / row["train_keras_ms"]
+        row["infer_ratio"] = row["infer_ours_ms"] / row["infer_keras_ms"]
+        rows.append(row)
+    return rows
 
 
-def benchmark(shape, repeats, iterations):
-    fns = {name: _step_functions(cls, shape)
-           for name, cls in (("keras", keras.layers.BatchNormalization), ("ours", BatchNormalization))}
-    for train_step, infer in fns.values():  # trace and warm up
-        _time(train_step, 3)
-        _time(infer, 3)
-    times = {(name, kind): [] for name in fns for kind in ("train", "infer")}
-    for _ in range(repeats):
-        for name, (train_step, infer) in fns.items():
-            times[(name, "train")].append(_time(train_step, iterations))
-            times[(name, "infer")].append(_time(infer, iterations))
-    return {key: statistics.median(values) for key, values in times.items()}
+def crossover(rounds, iterations, steps_per_call) -> None:
+    """Training-step time of our TensorFlow fast paths, each forced, vs Keras' layer."""
+    import keras
 
+    from bn_keras.backends import tensorflow as fast
 
-def crossover(repeats, iterations):
-    """Training-step time of the two fast paths of our layer, each forced, vs Keras'."""
+    class Forced(keras.layers.Layer):
+        """Plain training-mode BN through one given fast path, moving statistics included."""
+
+        def __init__(self, path):
+            super().__init__()
+            self.fast_path = path
+
+        def build(self, shape):
+            self.gamma = self.add_weight(shape=shape[-1:], initializer="ones")
+            self.beta = self.add_weight(shape=shape[-1:], initializer="zeros")
+            self.moving_mean = self.add_weight(shape=shape[-1:], initializer="zeros",
+                                               trainable=False)
+            self.moving_variance = self.add_weight(shape=shape[-1:], initializer="ones",
+                                                   trainable=False)
+
+        def call(self, x, training=None, mask=None):
+            y, mean, variance = self.fast_path(x, self.gamma, self.beta, 1e-3)
+            self.moving_mean.assign_sub((self.moving_mean - mean) * 0.01)
+            self.moving_variance.assign_sub((self.moving_variance - variance) * 0.01)
+            return y
+
     print("| shape | elements | keras ms | fused / keras | rows / keras |")
     print("|---|---|---|---|---|")
     for shape in CROSSOVER_SHAPES:
-        steps = {
-            "keras": _step_functions(keras.layers.BatchNormalization, shape)[0],
-            "fused": _step_functions(BatchNormalization, shape,
-                                     lambda layer, x: layer._fused(x, True))[0],
-            "rows": _step_functions(BatchNormalization, shape,
-                                    lambda layer, x: layer._batch_normalize_rows(x))[0],
-        }
-        for step in steps.values():
-            _time(step, 3)
-        times = {name: [] for name in steps}
-        for _ in range(repeats):
-            for name, step in steps.items():
-                times[name].append(_time(step, iterations))
-        t = {name: statistics.median(v) for name, v in times.items()}
+        layers = {"keras": keras.layers.BatchNormalization(),
+                  "fused": Forced(fast.fused_batch_norm), "rows": Forced(fast.rows_batch_norm)}
+        t = time_layers(layers, shape, rounds, iterations, steps_per_call, infer=False)
         elements = 1
         for d in shape:
             elements *= d
-        print(f"| {shape} | {elements} | {t['keras']:.3f} | {t['fused'] / t['keras']:.2f}x | "
-              f"{t['rows'] / t['keras']:.2f}x |", flush=True)
+        keras_ms = t[("keras", "train")]
+        print(f"| {shape} | {elements} | {keras_ms:.3f} | {t[('fused', 'train')] / keras_ms:.2f}x "
+              f"| {t[('rows', 'train')] / keras_ms:.2f}x |", flush=True)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--iterations", type=int, default=10,
-                        help=f"tf.function calls per repeat, each running {STEPS_PER_CALL} steps")
-    parser.add_argument("--crossover", action="store_true",
-                        help="compare the fused and row paths around the size threshold instead")
-    args = parser.parse_args()
-    if args.crossover:
-        crossover(args.repeats, args.iterations)
+def main(argv: list[str]) -> None:
+    del argv
+    import keras
+
+    backend = keras.config.backend()
+    if FLAGS.crossover:
+        if backend != "tensorflow":
+            raise ValueError(f"--crossover times TensorFlow's fast paths; KERAS_BACKEND is "
+                             f"{backend!r}.")
+        crossover(FLAGS.rounds, FLAGS.iterations, FLAGS.steps_per_call)
         return
-    print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}; median of {args.repeats} "
-          f"repeats x {args.iterations} calls x {STEPS_PER_CALL} steps; ratio = ours / keras (lower is faster)\n")
+    shapes = [_parse_shape(s) for s in FLAGS.shapes] or SHAPES
+    per_call = "in one tf.function" if backend == "tensorflow" else "dispatched one by one"
+    print(f"Keras {keras.__version__} on {backend} ({_device()}); median of {FLAGS.rounds} "
+          f"rounds x {FLAGS.iterations} calls x {FLAGS.steps_per_call} steps ({per_call}); "
+          "ratio = ours / keras (lower is faster)\n")
     print("| shape | train keras ms | train ours ms | train ratio | target | "
           "infer keras ms | infer ours ms | infer ratio | target | met |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for shape in SHAPES:
-        t = benchmark(shape, args.repeats, args.iterations)
-        train_ratio = t[("ours", "train")] / t[("keras", "train")]
-        infer_ratio = t[("ours", "infer")] / t[("keras", "infer")]
-        target = TARGETS[len(shape)]
-        met = train_ratio <= target and infer_ratio <= INFERENCE_TARGET
-        print(f"| {shape} | {t[('keras', 'train')]:.3f} | {t[('ours', 'train')]:.3f} | "
-              f"{train_ratio:.2f}x | <= {target}x | {t[('keras', 'infer')]:.3f} | "
-              f"{t[('ours', 'infer')]:.3f} | {infer_ratio:.2f}x | <= {INFERENCE_TARGET}x | "
-              f"{'yes' if met else 'NO'} |", flush=True)
+    for row in layer_table(shapes, FLAGS.rounds, FLAGS.iterations, FLAGS.steps_per_call):
+        target = TARGETS.get(len(row["shape"]), 1.0) if backend == "tensorflow" else 1.0
+        met = row["train_ratio"] <= target and row["infer_ratio"] <= INFERENCE_TARGET
+        print(f"| {row['shape']} | {row['train_keras_ms']:.3f} | {row['train_ours_ms']:.3f} | "
+              f"{row['train_ratio']:.2f}x | <= {target}x | {row['infer_keras_ms']:.3f} | "
+              f"{row['infer_ours_ms']:.3f} | {row['infer_ratio']:.2f}x | "
+              f"<= {INFERENCE_TARGET}x | {'yes' if met else 'NO'} |", flush=True)
+
+
+def _parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(d) for d in text.split("x"))
+    except ValueError:
+        shape = ()
+    if len(shape) < 2 or min(shape) < 1:
+        raise ValueError(f"--shapes: {text!r} is not a shape like 128x120 (2+ positive sizes).")
+    return shape
+
+
+def _device() -> str:
+    from bn_keras import devices
+
+    return devices.describe()
 
 
 if __name__ == "__main__":
-    main()
+    define_flags()
+    cli.run(main)

@@ -1,21 +1,19 @@
-"""Batch Normalization, written out: a drop-in for `keras.layers.BatchNormalization`."""
+"""Batch Normalization, written out: a drop-in for `keras.layers.BatchNormalization`.
+
+It runs on every Keras backend (TensorFlow, JAX, PyTorch). The four formulas
+are here, in `keras.ops`; `bn_keras.backends` holds the fast paths that
+compute the same thing with each backend's own kernels.
+"""
 
 from __future__ import annotations
 
-import keras
-import tensorflow as tf
-from keras import constraints, initializers, regularizers
+import numbers
 
-# cuDNN refuses smaller epsilons in its fused kernel; below this we take the
-# general path so the result never depends on the device.
-_FUSED_MIN_EPSILON = 1.001e-5
-_FUSED_DTYPES = (tf.float16, tf.bfloat16, tf.float32)
-# The fused CPU kernel is slow with few channels (2.5x Keras' time on 128x28x28x6),
-# on 2-D inputs and on small tensors, where its fixed cost dominates (1.6x Keras' on
-# 10x10x10x16, 0.57x on 64x10x10x16); the row path wins there. Measured with
-# benchmarks/bench_layer.py and the crossover sweep in its --crossover mode.
-_FUSED_MIN_CHANNELS = 16
-_FUSED_MIN_ELEMENTS = 100_000
+import keras
+from keras import constraints, initializers, ops, regularizers
+
+from bn_keras import backends
+
 _RENORM_CLIPPING_KEYS = ("rmax", "rmin", "dmax")
 
 
@@ -49,19 +47,16 @@ class BatchNormalization(keras.layers.Layer):
     The weights are Keras' own, with the same names, shapes and order
     (`gamma`, `beta`, `moving_mean`, `moving_variance`, then the renorm
     variables), so `set_weights(keras_bn.get_weights())` works both ways and a
-    model switches implementation without retraining.
+    model switches implementation without retraining. The layer runs on the
+    TensorFlow, JAX and PyTorch backends with the same arguments, weights and
+    config; a `.keras` file saved on one loads on the others.
 
-    **Speed.** Channels-last inputs without a mask, cross-replica
-    synchronization, renorm or ghost batches take a fast path. With 16 or
-    more channels, rank >= 3 and at least 100,000 elements, that is
-    TensorFlow's fused kernel (`FusedBatchNormV3`: one op forward and one
-    backward instead of a dozen) on the input viewed as (N, H*W, 1, C). The
-    kernel returns the Bessel-corrected variance `m/(m-1) * sigma^2`; the layer
-    undoes the correction so `moving_variance` matches Keras. Otherwise (few
-    channels, small tensors, 2-D inputs) the input is viewed as
-    rows (N, H*W*C), whose sums over N and per-channel scales vectorize, with
-    a hand-written gradient. Every other input takes the general path, which
-    spells out the four formulas above.
+    **Speed.** Plain BN (no mask, renorm, ghost batches or cross-replica
+    reduction) takes the backend's fast path where it has one
+    (`bn_keras.backends`): on TensorFlow, for channels-last inputs, the fused
+    kernel or a row view with a hand-written gradient; on PyTorch,
+    `torch.nn.functional.batch_norm`. Everything else, and JAX, where XLA
+    fuses the formulas itself, takes the general path below.
 
     Args:
         axis: Integer, the feature axis (`-1` for channels-last, `1` after a
@@ -81,15 +76,22 @@ class BatchNormalization(keras.layers.Layer):
             clipping the renorm corrections `r` to `[rmin, rmax]` and `d` to
             `[-dmax, dmax]`.
         renorm_momentum: Momentum of the renorm moving statistics.
-        synchronized: If `True`, under a `tf.distribute` strategy with several
-            replicas the batch statistics are reduced across all replicas, so
-            every replica normalizes with the global batch's statistics.
+        synchronized: If `True`, where several replicas each hold part of the
+            batch (a `tf.distribute` strategy), the batch statistics are
+            reduced across them, so every replica normalizes with the global
+            batch's statistics. On one device it changes nothing, on every
+            backend (Keras' own layer refuses it outside TensorFlow). Under
+            Keras' JAX distribution the statistics are the global batch's
+            anyway; with several `torch.distributed` processes it raises.
         virtual_batch_size: Ghost Batch Normalization (Hoffer et al., 2017):
             if set, each training batch is split into consecutive groups of
-            this many examples, each normalized with its own statistics; the
-            moving statistics take the groups' average. It must divide the
-            batch size. Inference is unaffected. (tf-keras 2.x had this
-            argument; Keras 3 dropped it.)
+            this many examples, each normalized with its own statistics. A
+            batch it does not divide (an epoch's partial last batch) ends with
+            one smaller group of the remaining examples. The moving statistics
+            take the groups' means and variances averaged with weights
+            proportional to the groups' sizes (with whole groups, the plain
+            average, as tf-keras took). Inference is unaffected. (tf-keras 2.x
+            had this argument; Keras 3 dropped it.)
         **kwargs: Base layer keyword arguments (`name`, `dtype`, `trainable`).
 
     Call arguments:
@@ -128,37 +130,7 @@ class BatchNormalization(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if isinstance(axis, bool) or not isinstance(axis, int):
-            raise TypeError(f"BatchNormalization: `axis` must be an int, got {axis!r}.")
-        if virtual_batch_size is not None and (
-            isinstance(virtual_batch_size, bool)
-            or not isinstance(virtual_batch_size, int)
-            or virtual_batch_size < 1
-        ):
-            raise ValueError(
-                "BatchNormalization: `virtual_batch_size` must be a positive int or None, "
-                f"got {virtual_batch_size!r}."
-            )
-        if virtual_batch_size is not None and (renorm or synchronized):
-            raise ValueError(
-                "BatchNormalization: `virtual_batch_size` cannot be combined with "
-                f"renorm={renorm!r} or synchronized={synchronized!r}."
-            )
-        if renorm:
-            renorm_clipping = dict(renorm_clipping or {})
-            unknown = sorted(set(renorm_clipping) - set(_RENORM_CLIPPING_KEYS))
-            if unknown:
-                raise ValueError(
-                    f"BatchNormalization: unknown `renorm_clipping` keys {unknown} in "
-                    f"{renorm_clipping}; allowed keys: {list(_RENORM_CLIPPING_KEYS)}."
-                )
-            rmax, rmin, dmax = (renorm_clipping.get(k) for k in _RENORM_CLIPPING_KEYS)
-            if rmax is not None and rmin is not None and rmax < rmin:
-                raise ValueError(
-                    f"BatchNormalization: renorm_clipping rmax={rmax} is below rmin={rmin}."
-                )
-            if dmax is not None and dmax < 0:
-                raise ValueError(f"BatchNormalization: renorm_clipping dmax={dmax} is negative.")
+        _check_arguments(axis, renorm, renorm_clipping, synchronized, virtual_batch_size)
         self.axis = axis
         self.momentum = float(momentum)
         self.epsilon = float(epsilon)
@@ -173,7 +145,8 @@ class BatchNormalization(keras.layers.Layer):
         self.beta_constraint = constraints.get(beta_constraint)
         self.gamma_constraint = constraints.get(gamma_constraint)
         self.renorm = renorm
-        self.renorm_clipping = renorm_clipping
+        # As in Keras: with renorm, no clipping is stored as {}.
+        self.renorm_clipping = dict(renorm_clipping or {}) if renorm else renorm_clipping
         self.renorm_momentum = renorm_momentum
         self.synchronized = synchronized
         self.virtual_batch_size = virtual_batch_size
@@ -189,10 +162,17 @@ class BatchNormalization(keras.layers.Layer):
         rank = len(input_shape)
         if not -rank <= self.axis < rank:
             raise ValueError(
-                f"BatchNormalization: axis={self.axis} is out of range for inputs of "
-                f"rank {rank} (shape {tuple(input_shape)})."
+                f"Axis {self.axis} is out of bounds for input shape {tuple(input_shape)}. "
+                f"Received: axis={self.axis}. BatchNormalization: axis={self.axis} is out of "
+                f"range for inputs of rank {rank}."
             )
         self._channel_axis = self.axis % rank
+        if self.virtual_batch_size is not None and self._channel_axis == 0:
+            raise ValueError(
+                "When using `virtual_batch_size`, the batch dimension must be 0 and thus axis "
+                f"cannot include 0. Received axis={self.axis}. BatchNormalization: ghost "
+                "batches split axis 0, so it cannot be the feature axis."
+            )
         channels = input_shape[self._channel_axis]
         if channels is None:
             raise ValueError(
@@ -214,7 +194,7 @@ class BatchNormalization(keras.layers.Layer):
             # Batch renorm tracks standard deviations, initialized from the
             # variance initializer, as Keras does.
             def stddev_initializer(shape, dtype=None):
-                return tf.sqrt(_clone(self.moving_variance_initializer)(shape, dtype=dtype))
+                return ops.sqrt(_clone(self.moving_variance_initializer)(shape, dtype=dtype))
 
             self.moving_stddev = self._add_statistic("moving_stddev", stddev_initializer, shape)
             self.renorm_mean = self._add_statistic(
@@ -224,14 +204,9 @@ class BatchNormalization(keras.layers.Layer):
 
         self.input_spec = keras.layers.InputSpec(ndim=rank, axes={self.axis: channels})
         self._reduction_axes = [i for i in range(rank) if i != self._channel_axis]
-        # Channels-last inputs without renorm or ghost batches take the fast paths.
-        self._channels_last_plain = (
-            rank >= 2
-            and self._channel_axis == rank - 1
-            and not self.renorm
-            and self.virtual_batch_size is None
-            and self.epsilon >= _FUSED_MIN_EPSILON
-        )
+        self._backend = backends.current()
+        # Only plain BN may take a backend's fast path.
+        self._plain = not self.renorm and self.virtual_batch_size is None
 
     def _add_statistic(self, name, initializer, shape, trainable=False,
                        regularizer=None, constraint=None):
@@ -247,181 +222,122 @@ class BatchNormalization(keras.layers.Layer):
     def call(self, inputs, training=None, mask=None):
         if mask is not None and len(mask.shape) != len(inputs.shape) - 1:
             raise ValueError(
-                "BatchNormalization: the mask must have one dimension less than the "
-                f"inputs; got mask.shape={mask.shape}, inputs.shape={inputs.shape}."
+                "The mask provided should be one dimension less than the inputs. Received: "
+                f"mask.shape={mask.shape}, inputs.shape={inputs.shape}. BatchNormalization: "
+                "the mask marks positions, and every feature at a position shares it."
             )
         training = bool(training) and self.trainable
-        fast = self._channels_last_plain and mask is None and not (
-            training and self._needs_cross_replica_sync()
-        )
-        x = tf.cast(inputs, tf.float32)
-        if not fast:
-            return tf.cast(self._general(x, training, mask), self.compute_dtype)
-
-        def fused():
-            return tf.cast(self._fused(inputs, training), tf.float32)
-
-        def rows():
-            return self._batch_normalize_rows(x) if training else self._normalize_rows(x)
-
-        use_fused = self._use_fused(inputs)
-        if isinstance(use_fused, bool):
-            outputs = fused() if use_fused else rows()
-        else:  # the batch size is unknown while tracing: decide per call
-            outputs = tf.cond(use_fused, fused, rows)
-        return tf.cast(outputs, self.compute_dtype)
-
-    def _use_fused(self, inputs):
-        """True or False where the shape decides, else a boolean tensor."""
-        if not (len(inputs.shape) >= 3 and inputs.shape[-1] >= _FUSED_MIN_CHANNELS
-                and inputs.dtype in _FUSED_DTYPES):
-            return False
-        if inputs.shape.is_fully_defined():
-            return inputs.shape.num_elements() >= _FUSED_MIN_ELEMENTS
-        return tf.size(inputs) >= _FUSED_MIN_ELEMENTS
-
-    def _fused(self, inputs, training):
-        """FusedBatchNormV3 on the inputs viewed as NHWC (N, H*W, 1, C): a free reshape."""
-        channels = inputs.shape[-1]
-        x = tf.reshape(inputs, [tf.shape(inputs)[0], -1, 1, channels])
-        gamma, beta = self._gamma_beta(channels)
-        if training:
-            y, mean, corrected_variance = tf.compat.v1.nn.fused_batch_norm(
-                x, gamma, beta, epsilon=self.epsilon, data_format="NHWC", is_training=True
-            )
-            # The kernel divides by m - 1; Keras' moving average takes the biased (1/m) variance.
-            m = tf.cast(tf.shape(x)[0] * tf.shape(x)[1], tf.float32)
-            self._update_moving_statistics(
-                mean, corrected_variance * ((m - 1.0) / tf.maximum(m, 1.0)))
+        fast = self._plain and mask is None and not (training and self._reduces_over_replicas())
+        if fast and self._backend.takes(inputs, self._channel_axis, self.epsilon, training):
+            if training:
+                outputs, mean, variance = self._backend.batch_norm(
+                    inputs, self.gamma, self.beta, self.epsilon, self._channel_axis)
+                self._update_moving_statistics(mean, variance)
+            else:
+                outputs = self._backend.normalize(
+                    inputs, self.moving_mean, self.moving_variance, self.gamma, self.beta,
+                    self.epsilon, self._channel_axis)
         else:
-            y, _, _ = tf.compat.v1.nn.fused_batch_norm(
-                x, gamma, beta, mean=self.moving_mean, variance=self.moving_variance,
-                epsilon=self.epsilon, data_format="NHWC", is_training=False,
-            )
-        return tf.reshape(y, tf.shape(inputs))
-
-    def _batch_normalize_rows(self, x):
-        """Training-mode BN for channels-last inputs the fused kernel is slow on.
-
-        With few channels its per-channel reductions do not vectorize, and on
-        small or 2-D tensors its fixed cost dominates, so this path views x as (N, R*C) rows, reduces over N
-        first (contiguous, vectorized) and then over R, and uses a hand-written
-        gradient that needs two reductions and one pass over the data.
-        """
-        gamma, beta = self._gamma_beta(x.shape[-1])
-        y, mean, variance = _batch_norm_channels_last(x, gamma, beta, self.epsilon)
-        self._update_moving_statistics(mean, variance)
-        return y
-
-    def _normalize_rows(self, x):
-        """Inference-mode BN for channels-last inputs: y = x * a + b.
-
-        a = gamma / sqrt(moving_variance + eps) and b = beta - moving_mean * a
-        are tiled along (N, R*C) rows, which broadcasts much faster than a
-        C-vector when C is small.
-        """
-        gamma, beta = self._gamma_beta(x.shape[-1])
-        a = gamma * tf.math.rsqrt(self.moving_variance + self.epsilon)
-        b = beta - self.moving_mean * a
-        rows, groups = _as_rows(x)
-        return _from_rows(rows * _tile(a, groups) + _tile(b, groups), x)
+            # As Keras: float16/bfloat16 inputs are normalized in float32.
+            x = ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
+            outputs = self._general(x, training, mask)
+        return ops.cast(outputs, self.compute_dtype)
 
     def _general(self, x, training, mask):
-        """The four formulas, for every input the fast paths cannot take."""
-        gamma, beta = self._gamma_beta(x.shape[self._channel_axis])
+        """The four formulas, for every input the fast paths do not take."""
         if not training:
-            return self._normalize(x, self.moving_mean, self.moving_variance, gamma, beta)
-
+            centered = x - self._broadcast(self.moving_mean, x)
+            return self._scale_and_shift(centered, self._broadcast(self.moving_variance, x), x)
         if self.virtual_batch_size is not None:
-            return self._ghost_batch_normalize(x, mask, gamma, beta)
-        mean, variance = self._moments(x, mask, self._reduction_axes)
-        if self.renorm:
-            r, d = self._renorm_correction(mean, variance)
-            # (x_hat * r + d) * gamma + beta == x_hat * (r * gamma) + (d * gamma + beta)
-            beta = d * gamma + beta
-            gamma = r * gamma
-            self._update_renorm_statistics(mean, variance)
-        else:
-            self._update_moving_statistics(mean, variance)
-        return self._normalize(x, mean, variance, gamma, beta)
+            return self._ghost_batch_normalize(x, mask)
+        valid = None if mask is None else ops.expand_dims(ops.cast(mask, "bool"), -1)
+        mean, variance, centered = self._moments(x, valid, self._reduction_axes)
+        batch_mean, batch_variance = ops.reshape(mean, (-1,)), ops.reshape(variance, (-1,))
+        if not self.renorm:
+            self._update_moving_statistics(batch_mean, batch_variance)
+            return self._scale_and_shift(centered, variance, x)
+        r, d = self._renorm_correction(batch_mean, batch_variance)
+        self._update_renorm_statistics(batch_mean, batch_variance)
+        # (x_hat * r + d) * gamma + beta == x_hat * (r * gamma) + (d * gamma + beta)
+        gamma, beta = self._gamma_beta()
+        return self._scale_and_shift(centered, variance, x, r * gamma, d * gamma + beta)
 
-    def _normalize(self, x, mean, variance, gamma, beta):
-        """x_hat = (x - mu) / sqrt(sigma^2 + eps); y = gamma * x_hat + beta."""
-        broadcast = self._broadcast_shape(len(x.shape))
-        mu = tf.reshape(mean, broadcast)
-        inv_sigma = tf.math.rsqrt(tf.reshape(variance, broadcast) + self.epsilon)
-        x_hat = (x - mu) * inv_sigma
-        return tf.reshape(gamma, broadcast) * x_hat + tf.reshape(beta, broadcast)
+    def _moments(self, x, valid, axes):
+        """mu, the biased sigma^2 (both kept along `axes`) and x - mu.
 
-    def _ghost_batch_normalize(self, x, mask, gamma, beta):
-        """Normalizes each group of `virtual_batch_size` consecutive examples on its own."""
-        vbs = self.virtual_batch_size
-        batch = x.shape[0]
-        if batch is not None and batch % vbs:
-            raise ValueError(
-                f"BatchNormalization: virtual_batch_size={vbs} does not divide the batch "
-                f"size {batch}."
-            )
-        dynamic_batch = tf.shape(x)[0]
-        checks = [] if batch is not None else [tf.debugging.assert_equal(
-            dynamic_batch % vbs, 0,
-            message=f"BatchNormalization: virtual_batch_size={vbs} does not divide the batch size",
-        )]
-        with tf.control_dependencies(checks):
-            ghost_shape = tf.concat([[-1, vbs], tf.shape(x)[1:]], axis=0)
-            grouped = tf.reshape(x, ghost_shape)
-        grouped_mask = None if mask is None else tf.reshape(
-            mask, tf.concat([[-1, vbs], tf.shape(mask)[1:]], axis=0)
-        )
-        # Reduce over each group's examples and positions, never across groups.
-        axes = [a + 1 for a in self._reduction_axes]
-        mean, variance = self._moments(grouped, grouped_mask, axes, keepdims=True)
-        self._update_moving_statistics(
-            tf.reshape(tf.reduce_mean(mean, axis=0), [-1]),
-            tf.reshape(tf.reduce_mean(variance, axis=0), [-1]),
-        )
-        inv_sigma = tf.math.rsqrt(variance + self.epsilon)
-        broadcast = [1] + self._broadcast_shape(len(x.shape))
-        y = tf.reshape(gamma, broadcast) * ((grouped - mean) * inv_sigma) + tf.reshape(beta, broadcast)
-        return tf.reshape(y, tf.shape(x))
-
-    # -------------------------------------------------------------- statistics
-    def _moments(self, x, mask, axes, keepdims=False):
-        """mu and the biased sigma^2 over `axes`, masked and/or across replicas."""
-        if mask is None:
-            weights = None
-        else:
-            weights = tf.cast(tf.broadcast_to(tf.expand_dims(mask, -1), tf.shape(x)), x.dtype)
-        sync = self._needs_cross_replica_sync()
+        Two passes, the mean first and then the squared deviations from it,
+        stay accurate far from zero, unlike E[x^2] - E[x]^2. `valid`, a
+        boolean tensor that broadcasts to x, marks the values that count.
+        """
+        reduce_replicas = self._reduces_over_replicas()
+        if valid is None and not reduce_replicas:
+            mean = ops.mean(x, axis=axes, keepdims=True)
+            centered = x - mean
+            return mean, ops.mean(ops.square(centered), axis=axes, keepdims=True), centered
 
         def total(t):
-            s = tf.reduce_sum(t, axis=axes, keepdims=True)
-            if sync:
-                s = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, s)
-            return s
+            s = ops.sum(t, axis=axes, keepdims=True)
+            return self._backend.sum_over_replicas(s) if reduce_replicas else s
 
-        if weights is None and not sync:
-            mean = tf.reduce_mean(x, axis=axes, keepdims=True)
-            variance = tf.reduce_mean(tf.math.squared_difference(x, tf.stop_gradient(mean)),
-                                      axis=axes, keepdims=True)
+        if valid is None:
+            count, counted = total(ops.ones_like(x)), (lambda t: t)
         else:
-            count = total(tf.ones_like(x) if weights is None else weights)
-            # Two passes (mean first, then squared deviations) stay accurate for
-            # large inputs, unlike E[x^2] - E[x]^2.
-            mean = tf.math.divide_no_nan(total(x if weights is None else x * weights), count)
-            deviation = tf.math.squared_difference(x, tf.stop_gradient(mean))
-            variance = tf.math.divide_no_nan(
-                total(deviation if weights is None else deviation * weights), count
-            )
-        if keepdims:
-            return mean, variance
-        return tf.reshape(mean, [-1]), tf.reshape(variance, [-1])
+            valid = ops.broadcast_to(valid, ops.shape(x))
+            count, counted = total(ops.cast(valid, x.dtype)), (lambda t: ops.where(valid, t, 0.0))
+        mean = ops.divide_no_nan(total(counted(x)), count)
+        centered = x - mean
+        variance = ops.divide_no_nan(total(counted(ops.square(centered))), count)
+        return mean, variance, centered
 
-    def _needs_cross_replica_sync(self):
-        if not self.synchronized:
-            return False
-        context = tf.distribute.get_replica_context()
-        return context is not None and context.num_replicas_in_sync > 1
+    def _scale_and_shift(self, centered, variance, like, gamma=None, beta=None):
+        """x_hat = (x - mu) / sqrt(sigma^2 + eps); y = gamma * x_hat + beta.
+
+        Computed as (x - mu) * (gamma / sqrt(sigma^2 + eps)) + beta: the per-channel
+        factor first, so each element takes one multiply and one add.
+        """
+        if gamma is None:
+            gamma, beta = self._gamma_beta()
+        scale = self._broadcast(gamma, like) * ops.rsqrt(variance + self.epsilon)
+        return centered * scale + self._broadcast(beta, like)
+
+    def _ghost_batch_normalize(self, x, mask):
+        """Normalizes consecutive groups of `virtual_batch_size` examples, each on its own.
+
+        The batch is padded to whole groups (the padding counts nowhere), seen
+        as (groups, group size, ...), normalized over each group's examples
+        and positions, never across groups, and unpadded.
+        """
+        size = self.virtual_batch_size
+        shape = ops.shape(x)
+        batch, rest = shape[0], tuple(shape[1:])
+        groups = (batch + size - 1) // size
+        padding = groups * size - batch
+        valid = None if mask is None else ops.expand_dims(ops.cast(mask, "bool"), -1)
+        if not (isinstance(padding, int) and padding == 0):
+            x = ops.concatenate([x, ops.zeros((padding, *rest), x.dtype)], axis=0)
+            real = ops.arange(groups * size) < batch
+            real = ops.reshape(real, (-1,) + (1,) * len(rest))
+            if valid is not None:
+                valid = ops.concatenate(
+                    [valid, ops.zeros((padding, *ops.shape(valid)[1:]), "bool")], axis=0)
+            valid = real if valid is None else ops.logical_and(valid, real)
+        grouped = ops.reshape(x, (groups, size, *rest))
+        if valid is not None:
+            valid = ops.reshape(valid, (groups, size, *ops.shape(valid)[1:]))
+        axes = [a + 1 for a in self._reduction_axes]
+        mean, variance, centered = self._moments(grouped, valid, axes)
+        # Each group's weight is its share of the batch's examples.
+        group_sizes = ops.minimum(size, batch - ops.arange(groups) * size)
+        weights = ops.reshape(ops.cast(group_sizes, x.dtype) / ops.cast(batch, x.dtype),
+                              (-1,) + (1,) * len(rest) + (1,))
+        self._update_moving_statistics(ops.reshape(ops.sum(mean * weights, axis=0), (-1,)),
+                                       ops.reshape(ops.sum(variance * weights, axis=0), (-1,)))
+        y = self._scale_and_shift(centered, variance, grouped)
+        return ops.reshape(y, ops.shape(x))[:batch]
+
+    # -------------------------------------------------------------- statistics
+    def _reduces_over_replicas(self):
+        return self.synchronized and self._backend.replicas_in_sync() > 1
 
     def _update_moving_statistics(self, mean, variance):
         self._assign_moving_average(self.moving_mean, mean, self.momentum)
@@ -430,41 +346,45 @@ class BatchNormalization(keras.layers.Layer):
     @staticmethod
     def _assign_moving_average(variable, value, momentum):
         # momentum * old + (1 - momentum) * new, as one in-place update.
-        variable.assign_sub((variable - tf.stop_gradient(value)) * (1.0 - momentum))
+        variable.assign_sub((variable - ops.stop_gradient(value)) * (1.0 - momentum))
 
     def _renorm_correction(self, mean, variance):
         """Batch renorm's r = sigma_B / sigma_moving and d = (mu_B - mu_moving) / sigma_moving."""
-        stddev = tf.sqrt(variance + self.epsilon)
-        renorm_stddev = tf.maximum(self.renorm_stddev, tf.sqrt(self.epsilon))
+        stddev = ops.sqrt(variance + self.epsilon)
+        renorm_stddev = ops.maximum(self.renorm_stddev, ops.sqrt(self.epsilon))
         r = stddev / renorm_stddev
         d = (mean - self.renorm_mean) / renorm_stddev
         clipping = self.renorm_clipping or {}
         if clipping.get("rmin") is not None:
-            r = tf.maximum(r, clipping["rmin"])
+            r = ops.maximum(r, clipping["rmin"])
         if clipping.get("rmax") is not None:
-            r = tf.minimum(r, clipping["rmax"])
+            r = ops.minimum(r, clipping["rmax"])
         if clipping.get("dmax") is not None:
-            d = tf.clip_by_value(d, -clipping["dmax"], clipping["dmax"])
-        return tf.stop_gradient(r), tf.stop_gradient(d)
+            d = ops.clip(d, -clipping["dmax"], clipping["dmax"])
+        return ops.stop_gradient(r), ops.stop_gradient(d)
 
     def _update_renorm_statistics(self, mean, variance):
-        stddev = tf.sqrt(variance + self.epsilon)
+        stddev = ops.sqrt(variance + self.epsilon)
         self._assign_moving_average(self.renorm_mean, mean, self.renorm_momentum)
         self._assign_moving_average(self.renorm_stddev, stddev, self.renorm_momentum)
         self._assign_moving_average(self.moving_mean, mean, self.momentum)
         self._assign_moving_average(self.moving_stddev, stddev, self.momentum)
-        self.moving_variance.assign(tf.nn.relu(tf.square(self.moving_stddev) - self.epsilon))
+        self.moving_variance.assign(ops.relu(ops.square(self.moving_stddev) - self.epsilon))
 
     # ----------------------------------------------------------------- helpers
-    def _gamma_beta(self, channels):
-        gamma = self.gamma if self.scale else tf.ones([channels], tf.float32)
-        beta = self.beta if self.center else tf.zeros([channels], tf.float32)
-        return tf.convert_to_tensor(gamma), tf.convert_to_tensor(beta)
+    def _gamma_beta(self):
+        """gamma and beta, or 1 and 0 where the layer has none (`scale`/`center` False)."""
+        channels = self.moving_mean.shape
+        gamma = self.gamma if self.scale else ops.ones(channels)
+        beta = self.beta if self.center else ops.zeros(channels)
+        return gamma, beta
 
-    def _broadcast_shape(self, rank):
-        shape = [1] * rank
-        shape[self._channel_axis] = -1
-        return shape
+    def _broadcast(self, v, like):
+        """A per-channel vector shaped to broadcast against `like` (x, or x in groups)."""
+        shape = [1] * len(like.shape)
+        groups_axis = len(like.shape) - (len(self._reduction_axes) + 1)  # 1 for x in groups
+        shape[self._channel_axis + groups_axis] = -1
+        return ops.reshape(v, shape)
 
     def get_config(self):
         config = {
@@ -490,74 +410,60 @@ class BatchNormalization(keras.layers.Layer):
         return {**super().get_config(), **config}
 
 
-def _as_rows(x):
-    """x viewed as (N, R*C) and R, a Python int where the shape is static."""
-    channels = x.shape[-1]
-    rows = x if len(x.shape) == 2 else tf.reshape(x, [tf.shape(x)[0], -1])
-    width = rows.shape[1]
-    groups = width // channels if width is not None else tf.shape(rows)[1] // channels
-    return rows, groups
+# Both BN layers a model may hold: for code that finds them (diagnostics, BN folding).
+BN_TYPES = (BatchNormalization, keras.layers.BatchNormalization)
 
 
-def _from_rows(rows, like):
-    """Undoes _as_rows: rows back in the shape of `like`."""
-    return rows if len(like.shape) == 2 else tf.reshape(rows, tf.shape(like))
+def _check_arguments(axis, renorm, renorm_clipping, synchronized, virtual_batch_size) -> None:
+    """Raises for arguments Keras' layer (or tf-keras', for `virtual_batch_size`) refuses.
 
-
-def _tile(v, groups):
-    """A per-channel vector repeated along the R*C row positions."""
-    return v if isinstance(groups, int) and groups == 1 else tf.tile(v, [groups])
-
-
-def _batch_norm_channels_last(x, gamma, beta, epsilon):
-    """Batch-statistics BN over every axis but the last, with an explicit gradient.
-
-    Returns (y, mu, sigma^2). x is viewed as rows of shape (N, R*C): sums run
-    over N first, where memory is contiguous, then over the R groups of C.
-    The data are first shifted by one sample per channel, so the sums stay
-    small and exact-ish for large offsets and give exactly zero variance for
-    constant inputs (where Keras' output is rounding noise times 1/sqrt(eps)).
+    Each message starts with Keras' own wording for the mistake, so code written
+    against the built-in keeps matching it, and adds our detail after it.
     """
-    channels = x.shape[-1]
-    rows, groups = _as_rows(x)
-    if rows.shape[0] is not None and isinstance(groups, int):
-        inv_m = 1.0 / (rows.shape[0] * groups)  # static: no shape ops in the graph
-    else:
-        inv_m = 1.0 / tf.cast(tf.shape(rows)[0] * groups, tf.float32)
-
-    def per_channel_sum(t):
-        column_sums = tf.reduce_sum(t, axis=0)
-        if isinstance(groups, int) and groups == 1:
-            return column_sums
-        return tf.reduce_sum(tf.reshape(column_sums, [-1, channels]), axis=0)
-
-    @tf.custom_gradient
-    def batch_norm(rows, gamma, beta):
-        shift = tf.stop_gradient(rows[0, :channels])
-        shifted = rows - _tile(shift, groups)
-        mean_shifted = per_channel_sum(shifted) * inv_m
-        mu = shift + mean_shifted
-        centered = shifted - _tile(mean_shifted, groups)
-        sigma2 = per_channel_sum(tf.square(centered)) * inv_m
-        inv_sigma = tf.math.rsqrt(sigma2 + epsilon)
-        scale = gamma * inv_sigma
-        # y = gamma * x_hat + beta, with x_hat = (x - mu) * inv_sigma folded into one scale.
-        y = centered * _tile(scale, groups) + _tile(beta, groups)
-
-        def grad(dy, _unused_d_mu, _unused_d_sigma2):
-            d_beta = per_channel_sum(dy)
-            d_gamma = per_channel_sum(dy * centered) * inv_sigma
-            # dx = gamma*inv_sigma/m * (m*dy - sum(dy) - x_hat*sum(dy*x_hat))
-            c_centered = -scale * d_gamma * inv_sigma * inv_m
-            c_const = -scale * d_beta * inv_m
-            d_rows = dy * _tile(scale, groups) + (
-                centered * _tile(c_centered, groups) + _tile(c_const, groups))
-            return d_rows, d_gamma, d_beta
-
-        return (y, tf.stop_gradient(mu), tf.stop_gradient(sigma2)), grad
-
-    y, mu, sigma2 = batch_norm(rows, gamma, beta)
-    return _from_rows(y, x), mu, sigma2
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        detail = f"BatchNormalization: `axis` must be an int, got {axis!r}."
+        try:
+            int(axis)  # what Keras does with `axis`; its error is Keras' wording
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{e}. {detail}") from None
+        raise TypeError(detail)
+    if virtual_batch_size is not None and (
+        isinstance(virtual_batch_size, bool)
+        or not isinstance(virtual_batch_size, numbers.Integral)
+        or virtual_batch_size < 1
+    ):
+        raise ValueError(
+            "`virtual_batch_size` must be a positive integer. "
+            f"Received: virtual_batch_size={virtual_batch_size!r}. "
+            "BatchNormalization: use None to normalize the whole batch at once."
+        )
+    if virtual_batch_size is not None and (renorm or synchronized):
+        raise ValueError(
+            f"BatchNormalization: `virtual_batch_size` cannot be combined with "
+            f"renorm={renorm!r} or synchronized={synchronized!r}."
+        )
+    if not renorm:
+        return
+    clipping = dict(renorm_clipping or {})
+    unknown = sorted(set(clipping) - set(_RENORM_CLIPPING_KEYS))
+    if unknown:
+        raise ValueError(
+            f"Received invalid keys for `renorm_clipping` argument: {clipping}. "
+            f"Supported values: {list(_RENORM_CLIPPING_KEYS)}. "
+            f"BatchNormalization: unknown `renorm_clipping` keys {unknown}."
+        )
+    rmax, rmin, dmax = (clipping.get(k) for k in _RENORM_CLIPPING_KEYS)
+    if rmax is not None and rmin is not None and rmax < rmin:
+        raise ValueError(
+            "rmax should be greater than rmin in the `renorm_clipping` argument. "
+            f"Received: rmax={rmax}, rmin={rmin}. BatchNormalization: r would be "
+            f"clipped to an empty range [{rmin}, {rmax}]."
+        )
+    if dmax is not None and dmax < 0:
+        raise ValueError(
+            "dmax should be non-negative in the `renorm_clipping` argument. "
+            f"Received: dmax={dmax}. BatchNormalization: d is clipped to [-dmax, dmax]."
+        )
 
 
 def _clone(initializer):
@@ -565,7 +471,3 @@ def _clone(initializer):
     if isinstance(initializer, initializers.Initializer):
         return initializer.__class__.from_config(initializer.get_config())
     return initializer
-
-
-# Every BN implementation the package's tools recognize (diagnostics, BN folding).
-BN_TYPES = (BatchNormalization, keras.layers.BatchNormalization)

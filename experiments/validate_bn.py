@@ -2,15 +2,21 @@
 
 Runs the comparison of bn_keras.equivalence over a grid of configurations
 (shapes, axes, batch sizes 1-64, offsets up to 1e4, constant inputs, mixed
-precision, renorm, masks) and prints, and writes to --output_dir as Markdown
-and CSV, a table of the largest difference per quantity, each layer's worst
-error against a float64 NumPy reference, pass/fail and the training-step time
-of ours vs the built-in.
+precision, renorm, masks, synchronized) on the Keras backend selected by
+KERAS_BACKEND, against that backend's built-in layer, and prints, and writes
+to --output_dir as Markdown and CSV, a table of the largest difference per
+quantity, each layer's worst error against a float64 NumPy reference,
+pass/fail and the training-step time of ours vs the built-in. The report is
+validation.md on TensorFlow and validation_<backend>.md on the others.
 
-    python experiments/validate_bn.py --output_dir=experiments/results
+    python experiments/validate_bn.py                          # runs/validation/
+    KERAS_BACKEND=jax python experiments/validate_bn.py
+    python experiments/validate_bn.py --output_dir=experiments/results   # the committed reports
 """
 
 from __future__ import annotations
+
+import os
 
 from bn_keras import cli
 
@@ -19,15 +25,17 @@ cli.quiet_tensorflow()
 from absl import flags, logging  # noqa: E402
 
 FLAGS = flags.FLAGS
+DEFAULT_OUTPUT_DIR = "runs/validation"
 
 
 def define_flags() -> None:
-    flags.DEFINE_string("output_dir", "experiments/results",
-                        "Where validation.md and validation.csv are written.")
+    flags.DEFINE_string("output_dir", DEFAULT_OUTPUT_DIR,
+                        "Where the report (Markdown and CSV) is written. The committed reports "
+                        "are updated only with --output_dir=experiments/results.")
     flags.DEFINE_integer("steps", 5, "Training steps before the moving statistics are compared.",
                          lower_bound=1)
     flags.DEFINE_integer("timing_iterations", 20,
-                         "Training steps per timing repeat (0 skips timing).", lower_bound=0)
+                         "Training steps per timing round (0 skips timing).", lower_bound=0)
     flags.DEFINE_bool("quick", False, "Only the first few configurations (a smoke run).")
 
 
@@ -36,36 +44,59 @@ COLUMNS = ["case", "train_output", "infer_output", "grad_input", "grad_gamma", "
            "config_roundtrip", "passed", "keras_ms", "ours_ms", "time_ratio"]
 
 
-def run(output_dir: str, steps: int, timing_iterations: int, quick: bool) -> list[dict]:
-    from bn_keras import equivalence, tables
+def report_stem(backend: str) -> str:
+    """validation on TensorFlow (the name the README links), validation_<backend> elsewhere."""
+    return "validation" if backend == "tensorflow" else f"validation_{backend}"
 
+
+def run(output_dir: str, steps: int, timing_iterations: int, quick: bool) -> list[dict]:
+    import keras
+
+    from bn_keras import devices, equivalence, layer_steps, tables
+
+    backend = keras.config.backend()
+    device = devices.describe()
     cases = equivalence.default_grid()[: 4 if quick else None]
     rows = []
     for i, case in enumerate(cases, start=1):
         logging.info("[%d/%d] %s", i, len(cases), case.name)
         row = equivalence.compare(case, steps=steps)
         if timing_iterations:
-            times = equivalence.time_training_step(case, timing_iterations)
-            row.update(keras_ms=times["keras"], ours_ms=times["ours"],
-                       time_ratio=times["ours"] / times["keras"])
+            builtin, ours = equivalence.build_pair(case)
+            times = layer_steps.time_layers(
+                {"keras": builtin, "ours": ours}, equivalence.make_batches(case, 1)[0],
+                equivalence.make_mask(case), iterations=timing_iterations, infer=False)
+            row.update(keras_ms=times[("keras", "train")], ours_ms=times[("ours", "train")],
+                       time_ratio=times[("ours", "train")] / times[("keras", "train")])
         rows.append(row)
     passed = sum(r["passed"] for r in rows)
+    env = "" if backend == "tensorflow" else f"KERAS_BACKEND={backend} "
+    if "OMP_NUM_THREADS" in os.environ:  # PyTorch's CPU thread count changes its timings
+        env = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} {env}"
     preamble = (
-        "# Our BatchNormalization vs keras.layers.BatchNormalization\n\n"
-        f"Command: `python experiments/validate_bn.py --steps={steps} "
-        f"--timing_iterations={timing_iterations}{' --quick' if quick else ''}`\n\n"
+        f"# Our BatchNormalization vs keras.layers.BatchNormalization on {backend}\n\n"
+        f"Command: `{env}python experiments/validate_bn.py --steps={steps} "
+        f"--timing_iterations={timing_iterations}{' --quick' if quick else ''}"
+        f" --output_dir={output_dir}`\n\n"
+        f"Backend: {backend} (Keras {keras.__version__}), device: {device}.\n\n"
         f"{passed}/{len(rows)} configurations pass. Columns 2-8: max |ours - keras| per "
         f"quantity, divided by max(1, max|keras|) (absolute for unit-scale values, relative "
-        f"for large ones); moving statistics after {steps} training steps. `ours_vs_exact` / "
+        f"for large ones; inf where Keras' value is finite and ours is not, nan where Keras' "
+        f"is not); moving statistics after {steps} training steps. `ours_vs_exact` / "
         "`keras_vs_exact`: each layer's worst such error against a float64 NumPy reference "
         "(plain float32 cases). A quantity passes within `tolerance` of Keras, or, on "
         "ill-conditioned inputs where the two float32 results differ more, when ours is at "
         f"most {equivalence.ROUNDING_ALLOWANCE:g}x as far from the exact value as Keras. "
-        "Times: median ms per training step (forward + backward in tf.function).\n\n"
+        "Outside TensorFlow, Keras' layer refuses synchronized=True; ours with it is compared "
+        "with Keras' without it (the same math on one device). Times: median ms per training "
+        "step (forward + backward, compiled as the backend's trainer does: tf.function, "
+        "jax.jit, eager PyTorch), ours and Keras' measured in turn.\n\n"
     )
-    md_path, csv_path = tables.write_table(rows, COLUMNS, output_dir, "validation", preamble)
+    md_path, csv_path = tables.write_table(rows, COLUMNS, output_dir, report_stem(backend),
+                                           preamble)
     print(tables.markdown_table(rows, COLUMNS))
-    print(f"{passed}/{len(rows)} configurations pass; wrote {md_path} and {csv_path}")
+    print(f"{passed}/{len(rows)} configurations pass on {backend} ({device}); "
+          f"wrote {md_path} and {csv_path}")
     return rows
 
 

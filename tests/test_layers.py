@@ -1,6 +1,7 @@
 """bn_keras.layers.BatchNormalization against Keras' built-in and a NumPy reference."""
 
 import os
+import re
 
 import keras
 import numpy as np
@@ -99,7 +100,7 @@ def test_fit_in_tf_function_matches_builtin(batch_size, static_batch):
         model.fit(x, y, batch_size=batch_size, epochs=2, shuffle=False, verbose=0)
         results.append((model.get_weights(), model.predict(x, verbose=0, batch_size=batch_size)))
     (w_theirs, p_theirs), (w_ours, p_ours) = results
-    for a, b in zip(w_theirs, w_ours):
+    for a, b in zip(w_theirs, w_ours, strict=True):
         np.testing.assert_allclose(b, a, atol=2e-4, rtol=1e-4)
     np.testing.assert_allclose(p_ours, p_theirs, atol=2e-4)
 
@@ -115,7 +116,7 @@ def test_weights_are_interchangeable_both_ways():
               for i in range(len(theirs.weights))]
     ours.set_weights(values)
     theirs.set_weights(ours.get_weights())
-    for a, b in zip(theirs.get_weights(), values):
+    for a, b in zip(theirs.get_weights(), values, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -164,59 +165,122 @@ def test_mixed_float16_keeps_float32_weights_and_returns_float16():
     np.testing.assert_allclose(y.numpy().astype(np.float64), expected, atol=1e-2)
 
 
-def test_ghost_batch_normalizes_each_group_alone():
+@pytest.mark.parametrize("batch,group_size", [(12, 4), (14, 4), (7, 4), (3, 4), (256, 7)])
+def test_ghost_batch_normalizes_each_group_alone(batch, group_size):
+    """Whole groups and, where the group size does not divide the batch, one smaller group."""
     rng = np.random.default_rng(0)
-    x = (rng.normal(size=(12, 5, 7)) * 3 + 1).astype(np.float32)
-    layer = BatchNormalization(virtual_batch_size=4, momentum=0.5)
+    x = (rng.normal(size=(batch, 5, 7)) * 3 + 1).astype(np.float32)
+    layer = BatchNormalization(virtual_batch_size=group_size, momentum=0.5)
     y = layer(tf.constant(x), training=True).numpy()
-    mus, sigma2s = [], []
-    for g in range(3):
-        group = x[4 * g: 4 * g + 4]
-        expected, mu, sigma2 = equivalence.numpy_batch_norm(group, np.ones(7), np.zeros(7))
-        np.testing.assert_allclose(y[4 * g: 4 * g + 4], expected, atol=1e-5)
-        mus.append(mu)
-        sigma2s.append(sigma2)
-    # The moving statistics take the groups' average.
-    np.testing.assert_allclose(layer.moving_mean.numpy(), 0.5 * np.mean(mus, axis=0), atol=1e-5)
-    np.testing.assert_allclose(layer.moving_variance.numpy(),
-                               0.5 + 0.5 * np.mean(sigma2s, axis=0), atol=1e-5)
+    expected, moving_mean, moving_variance = equivalence.numpy_ghost_batch_norm(x, group_size, 0.5)
+    np.testing.assert_allclose(y, expected, atol=2e-5)
+    np.testing.assert_allclose(layer.moving_mean.numpy(), moving_mean, atol=1e-5)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), moving_variance, atol=1e-5)
     # Inference ignores the ghost batches.
     np.testing.assert_allclose(layer(tf.constant(x[:3]), training=False).numpy(),
                                layer(tf.constant(x), training=False).numpy()[:3], atol=1e-6)
 
 
-def test_ghost_batch_size_must_divide_the_batch():
-    layer = BatchNormalization(virtual_batch_size=5)
-    with pytest.raises(ValueError, match="virtual_batch_size=5 does not divide the batch size 12"):
-        layer(tf.zeros((12, 3)), training=True)
+def test_ghost_batches_with_a_mask_and_an_unknown_batch_size():
+    """In a traced function whose batch size is unknown (fit's partial last batch), with a
+    mask: the groups' masked statistics, 10 = 4 + 4 + 2."""
+    rng = np.random.default_rng(1)
+    x = (rng.normal(size=(10, 6, 3)) * 2 - 1).astype(np.float32)
+    mask = rng.uniform(size=(10, 6)) > 0.3
+    mask[:, 0] = True  # every group keeps some values
+    layer = BatchNormalization(virtual_batch_size=4, momentum=0.5)
+    layer.build(x.shape)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, 3])])
-    def step(x):
-        return layer(x, training=True)
+    @tf.function(input_signature=[tf.TensorSpec([None, 6, 3]), tf.TensorSpec([None, 6], tf.bool)])
+    def step(x, mask):
+        return layer(x, training=True, mask=mask)
 
-    with pytest.raises(tf.errors.InvalidArgumentError, match="virtual_batch_size=5"):
-        step(tf.zeros((12, 3)))
-    step(tf.zeros((10, 3)))  # divisible: fine
+    y = step(tf.constant(x), tf.constant(mask)).numpy()
+    expected, moving_mean, moving_variance = equivalence.numpy_ghost_batch_norm(x, 4, 0.5, mask)
+    np.testing.assert_allclose(y, expected, atol=2e-5)
+    np.testing.assert_allclose(layer.moving_mean.numpy(), moving_mean, atol=1e-5)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), moving_variance, atol=1e-5)
+
+
+def test_ghost_bn_trains_with_fit_on_a_partial_last_batch():
+    """A dataset of 45 at batch 16 (16 + 16 + 13), groups of 8: fit runs every step."""
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(45, 8, 8, 3)).astype(np.float32), rng.integers(0, 3, 45)
+    inputs = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(4, 3)(inputs)
+    h = BatchNormalization(virtual_batch_size=8)(h)
+    outputs = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(h))
+    model = keras.Model(inputs, outputs)
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    assert int(model.optimizer.iterations.numpy()) == 6
+    assert np.all(np.isfinite(history.history["loss"]))
+
+
+# (arguments, exception, Keras' own phrase for the mistake, our detail after it)
+BAD_ARGUMENTS = [
+    ({"axis": "a"}, ValueError, "invalid literal for int() with base 10: 'a'",
+     "`axis` must be an int, got 'a'"),
+    ({"renorm": True, "renorm_clipping": {"rmax": 3, "bogus": 1}}, ValueError,
+     "Received invalid keys for `renorm_clipping` argument",
+     "unknown `renorm_clipping` keys ['bogus']"),
+    ({"renorm": True, "renorm_clipping": {"rmax": 1, "rmin": 2}}, ValueError,
+     "rmax should be greater than rmin in the `renorm_clipping` argument",
+     "Received: rmax=1, rmin=2"),
+    ({"renorm": True, "renorm_clipping": {"dmax": -1}}, ValueError,
+     "dmax should be non-negative in the `renorm_clipping` argument", "Received: dmax=-1"),
+    ({"momentun": 0.9}, ValueError, "Unrecognized keyword arguments passed to BatchNormalization",
+     "momentun"),
+]
+
+
+@pytest.mark.parametrize("kwargs,error,keras_phrase,detail", BAD_ARGUMENTS,
+                         ids=[str(a[0]) for a in BAD_ARGUMENTS])
+def test_bad_arguments_raise_with_keras_wording_then_ours(kwargs, error, keras_phrase, detail):
+    with pytest.raises(error, match=re.escape(keras_phrase)):
+        keras.layers.BatchNormalization(**kwargs)
+    with pytest.raises(error, match=re.escape(keras_phrase)) as raised:
+        BatchNormalization(**kwargs)
+    assert detail in str(raised.value)
 
 
 @pytest.mark.parametrize("kwargs,error,pattern", [
-    ({"axis": "a"}, TypeError, "`axis` must be an int, got 'a'"),
-    ({"axis": 1.5}, TypeError, "got 1.5"),
-    ({"renorm": True, "renorm_clipping": {"rmax": 3, "bogus": 1}}, ValueError,
-     r"unknown `renorm_clipping` keys \['bogus'\]"),
-    ({"renorm": True, "renorm_clipping": {"rmax": 1, "rmin": 2}}, ValueError, "rmax=1 is below rmin=2"),
-    ({"virtual_batch_size": 0}, ValueError, "got 0"),
+    # tf-keras' wording, for the argument Keras 3 dropped
+    ({"virtual_batch_size": 0}, ValueError,
+     r"`virtual_batch_size` must be a positive integer\. Received: virtual_batch_size=0"),
     ({"virtual_batch_size": 4, "renorm": True}, ValueError, "cannot be combined"),
-    ({"momentun": 0.9}, ValueError, "momentun"),
+    ({"axis": 1.5}, TypeError, "`axis` must be an int, got 1.5"),
 ])
-def test_bad_arguments_raise_clear_errors(kwargs, error, pattern):
+def test_arguments_keras_lacks_or_accepts_raise_clear_errors(kwargs, error, pattern):
     with pytest.raises(error, match=pattern):
         BatchNormalization(**kwargs)
 
 
+def test_numpy_integer_axis_is_accepted():
+    layer = BatchNormalization(axis=np.int64(1))
+    assert layer(tf.ones((2, 3, 4)), training=False).shape == (2, 3, 4)
+
+
 def test_axis_out_of_range_names_the_axis():
-    with pytest.raises(ValueError, match="axis=3 is out of range for inputs of rank 3"):
+    keras_phrase = "Axis 3 is out of bounds for input shape (2, 4, 5)"
+    with pytest.raises(ValueError, match=re.escape(keras_phrase)):
+        keras.layers.BatchNormalization(axis=3).compute_output_shape((2, 4, 5))
+    with pytest.raises(ValueError, match=re.escape(keras_phrase)) as raised:
         BatchNormalization(axis=3)(tf.zeros((2, 4, 5)))
+    assert "axis=3 is out of range for inputs of rank 3" in str(raised.value)
+
+
+def test_mask_of_wrong_rank_uses_keras_wording():
+    phrase = "The mask provided should be one dimension less than the inputs"
+    x, mask = tf.zeros((2, 4, 5)), tf.ones((2, 4, 5), bool)
+    for layer in (keras.layers.BatchNormalization(), BatchNormalization()):
+        with pytest.raises(ValueError, match=phrase):
+            layer(x, mask=mask)
+
+
+def test_ghost_batches_refuse_the_batch_axis_as_feature_axis():
+    with pytest.raises(ValueError, match="axis cannot include 0. Received axis=0"):
+        BatchNormalization(axis=0, virtual_batch_size=2)(tf.zeros((4, 3)), training=True)
 
 
 def test_synchronized_statistics_span_replicas(mirrored_strategy):
@@ -234,7 +298,7 @@ def test_synchronized_statistics_span_replicas(mirrored_strategy):
             layer.build(x.shape)
         dataset = strategy.experimental_distribute_dataset(
             tf.data.Dataset.from_tensor_slices(x).batch(8))
-        per_replica = strategy.run(lambda batch: layer(batch, training=True),
+        per_replica = strategy.run(lambda batch, layer=layer: layer(batch, training=True),
                                    args=(next(iter(dataset)),))
         y = np.concatenate([t.numpy() for t in strategy.experimental_local_results(per_replica)])
         if synchronized:
@@ -277,7 +341,7 @@ def test_synchronized_gradients_and_replica_statistics(mirrored_strategy):
             layer.set_weights(init)
         pairs = tf.data.Dataset.from_tensor_slices((x, projection)).batch(8)
         batch, proj = next(iter(strategy.experimental_distribute_dataset(pairs)))
-        outputs = strategy.run(lambda b, p: step(layer, b, p), args=(batch, proj))
+        outputs = strategy.run(lambda b, p, layer=layer: step(layer, b, p), args=(batch, proj))
         y, dx, dgamma, dbeta = (strategy.experimental_local_results(t) for t in outputs)
         means = [v.numpy() for v in strategy.experimental_local_results(layer.moving_mean)]
         if synchronized:

@@ -1,11 +1,17 @@
 """The model builders: exact tutorial architectures and the BN switch."""
 
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
 
 from bn_keras import models
-from bn_keras.layers import BatchNormalization
+from bn_keras.layers import BN_TYPES, BatchNormalization
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _producer(layer):
@@ -14,8 +20,7 @@ def _producer(layer):
 
 
 def _bn_layers(model):
-    return [l for l in model.layers if isinstance(l, (keras.layers.BatchNormalization,
-                                                       BatchNormalization))]
+    return [layer for layer in model.layers if isinstance(layer, BN_TYPES)]
 
 
 def test_conv1d_example_is_the_tutorials():
@@ -33,8 +38,8 @@ def test_lenet_without_bn_has_the_tutorials_62006_parameters():
     assert model.count_params() == 62_006
     assert model.output_shape == (None, 10)
     assert not _bn_layers(model)
-    convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
-    dense = [l for l in model.layers if isinstance(l, keras.layers.Dense)]
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
     assert [(c.filters, c.kernel_size) for c in convs] == [(6, (5, 5)), (16, (5, 5))]
     assert [d.units for d in dense] == [120, 84, 10]
 
@@ -45,7 +50,7 @@ def test_lenet_bn_is_in_the_forward_path(bn, cls):
     """Unlike the tutorial, every BN layer is wired in: it changes the output."""
     model = models.lenet_cifar(bn)
     norms = _bn_layers(model)
-    assert len(norms) == 4 and all(type(l) is cls for l in norms)
+    assert len(norms) == 4 and all(type(norm) is cls for norm in norms)
     # conv -> BN -> ReLU: each BN consumes its conv/dense layer's output.
     for norm in norms:
         assert _producer(norm).startswith(("conv", "fc")), _producer(norm)
@@ -74,7 +79,7 @@ def test_bn_options_reach_every_bn_layer():
     model = models.resnet20("custom", momentum=0.9, virtual_batch_size=2)
     norms = _bn_layers(model)
     assert len(norms) == 19
-    assert all(l.momentum == 0.9 and l.virtual_batch_size == 2 for l in norms)
+    assert all(norm.momentum == 0.9 and norm.virtual_batch_size == 2 for norm in norms)
 
 
 @pytest.mark.parametrize("bn,params", [("none", 269_034), ("keras", 271_098), ("custom", 271_098)])
@@ -82,7 +87,7 @@ def test_resnet20_has_about_027m_parameters(bn, params):
     model = models.resnet20(bn)
     assert model.count_params() == params
     assert model.output_shape == (None, 10)
-    assert sum(isinstance(l, keras.layers.Conv2D) for l in model.layers) == 19
+    assert sum(isinstance(layer, keras.layers.Conv2D) for layer in model.layers) == 19
 
 
 @pytest.mark.parametrize("builder", [models.lenet_cifar, models.resnet20, models.conv1d_bn_example])
@@ -97,3 +102,27 @@ def test_build_model_by_name():
         models.build_model("vgg", "none")
     with pytest.raises(ValueError, match="placement='middle'"):
         models.lenet_cifar("custom", placement="middle")
+
+
+def test_models_build_and_run_without_tensorflow():
+    """On Keras' NumPy backend, with TensorFlow unimportable: every builder, our BN inside,
+    builds and computes. (Training on JAX and PyTorch: tests/test_backends.py.)"""
+    code = "\n".join([
+        "import sys",
+        "sys.modules['tensorflow'] = None",
+        "import numpy as np",
+        "from bn_keras import models",
+        "for name in models.MODEL_BUILDERS:",
+        "    model = models.build_model(name, 'custom')",
+        "    shape = (128, 256) if name == 'conv1d_example' else models.IMAGE_SHAPE",
+        "    y = np.asarray(model(np.ones((2, *shape), 'float32'), training=True))",
+        "    print(name, y.shape, bool(np.all(np.isfinite(y))))",
+    ])
+    env = {**os.environ, "KERAS_BACKEND": "numpy",
+           "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split("\n")[:4] == [
+        "lenet (2, 10) True", "resnet20 (2, 10) True", "conv1d_example (2, 126, 64) True",
+        "lenet_tutorial (2, 10) True"]

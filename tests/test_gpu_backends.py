@@ -1,0 +1,56 @@
+"""benchmarks/gpu_backends.py: the results table, and a smoke run of one part."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "benchmarks", "gpu_backends.py")
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("gpu_backends", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_results_table_reads_every_part(tmp_path):
+    (tmp_path / "validation_jax.md").write_text("# x\n\n30/30 configurations pass. Columns...\n")
+    lenet = {"device": "NVIDIA H100 80GB HBM3", "versions": "Keras 3.15.1 on jax 0.11",
+             "images_per_second": {"none": {"10": 100.0, "128": 1000.0},
+                                   "keras": {"10": 80.0, "128": 800.0},
+                                   "custom": {"10": 88.0, "128": 1000.0}}}
+    (tmp_path / "lenet_jax.json").write_text(json.dumps(lenet))
+    peer = {"device": "NVIDIA H100 80GB HBM3", "versions": "torch 2.11",
+            "images_per_second": {"peer": {"10": 50.0, "128": 700.0}}}
+    (tmp_path / "lenet_peer.json").write_text(json.dumps(peer))
+    (tmp_path / "bench_layer_jax.md").write_text("| shape | ... |\n")
+    table = _script().results_table(str(tmp_path), ["jax"], {("grid", "jax"): "ok"},
+                                    ["10", "128"], "python benchmarks/gpu_backends.py")
+    assert "- jax: NVIDIA H100 80GB HBM3, Keras 3.15.1 on jax 0.11" in table
+    assert "- jax: 30/30 configurations pass ([report](validation_jax.md))" in table
+    assert "| jax | custom | 88 | 1,000 |" in table
+    assert "| jax | ours / keras | 1.10x | 1.25x |" in table
+    assert "| PyTorch (tutorial's LeNet + BN, eager) | peer | 50 | 700 |" in table
+    assert "| grid | ok |" in table and "| lenet | - |" in table
+    assert "### jax" in table
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                    reason="torch is not installed (pip install -e '.[test,peer]')")
+def test_smoke_run_of_the_peer_part_writes_the_table(tmp_path):
+    proc = subprocess.run([sys.executable, SCRIPT, "--smoke", "--parts=peer",
+                           f"--output_dir={tmp_path}"], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": ROOT})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(tmp_path / "lenet_peer.json") as f:
+        peer = json.load(f)["images_per_second"]["peer"]
+    assert sorted(peer) == ["16", "8"]
+    table = (tmp_path / "gpu_backends.md").read_text()
+    assert "| PyTorch (tutorial's LeNet + BN, eager) | peer |" in table
+    assert (tmp_path / "logs" / "peer_torch.log").is_file()
