@@ -14,7 +14,8 @@ Ioffe & Szegedy) or after it.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import keras
 from keras import layers
