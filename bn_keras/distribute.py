@@ -90,35 +90,46 @@ def worker_scratch_dir(workdir: str, strategy: tf.distribute.Strategy) -> str:
                         f"bn_keras_{key}_{resolver.task_type}{resolver.task_id}")
 
 
-def work_around_keras_multi_worker(model) -> None:
-    """Lets Keras 3.15's fit()/evaluate() run under a multi-worker MultiWorkerMirroredStrategy.
+def _first_local(strategy: tf.distribute.Strategy, value):
+    if isinstance(value, tf.distribute.DistributedValues):
+        return strategy.experimental_local_results(value)[0]
+    return value
 
-    Two spots of Keras' TensorFlow trainer fail with several workers
-    (keras-team/keras#20585): the symbolic build reduces the first distributed
-    batch with `strategy.reduce("MEAN", ...)` ("Attempt to convert a value
-    (PerReplica...) to a Tensor"), and the per-step logs, scalars, are reduced
-    with `axis=0` ("Invalid reduction dimension 0 for input with 0
-    dimensions"). The build only needs shapes and dtypes, so it uses the first
-    local replica's batch; scalar logs are averaged over replicas with axis=None.
+
+def build_from_first_replica(model) -> None:
+    """Lets Keras 3.15's fit()/evaluate() start on a batch the replicas split unevenly.
+
+    Keras' symbolic build reduces the first distributed batch with
+    `strategy.reduce("MEAN", ...)`, which fails when the replicas' shares differ
+    (a 75-image validation set on 2 replicas: "Inputs to operation AddN ... must
+    have the same size and shape") and under several workers (keras-team/keras#20585).
+    The build only needs shapes and dtypes, so it uses the first local replica's batch.
     """
-    from keras.src.backend.tensorflow import trainer as keras_tf_trainer
-
     strategy = model.distribute_strategy
-
-    def first_local(value):
-        if isinstance(value, tf.distribute.DistributedValues):
-            return strategy.experimental_local_results(value)[0]
-        return value
 
     def maybe_symbolic_build(iterator=None, data_batch=None):
         if iterator is not None:
             for _, _, it in iterator:
-                data_batch = tf.nest.map_structure(first_local, next(it))
+                data_batch = tf.nest.map_structure(lambda v: _first_local(strategy, v),
+                                                   next(it))
                 break
         with strategy.scope():
             model._symbolic_build(data_batch=data_batch)
 
     model._maybe_symbolic_build = maybe_symbolic_build
+
+
+def work_around_keras_multi_worker(model) -> None:
+    """Lets Keras 3.15's fit()/evaluate() run under a multi-worker MultiWorkerMirroredStrategy.
+
+    Two spots of Keras' TensorFlow trainer fail with several workers
+    (keras-team/keras#20585): the symbolic build (`build_from_first_replica`), and
+    the per-step logs, scalars, reduced with `axis=0` ("Invalid reduction dimension 0
+    for input with 0 dimensions"): they are averaged over replicas with axis=None.
+    """
+    from keras.src.backend.tensorflow import trainer as keras_tf_trainer
+
+    build_from_first_replica(model)
     original = keras_tf_trainer.reduce_per_replica
     if getattr(original, "bn_keras_patched", False):
         return
@@ -130,7 +141,7 @@ def work_around_keras_multi_worker(model) -> None:
 
         def reduce(value):
             # With one device per worker, per-replica values arrive as plain tensors.
-            if first_local(value).shape.rank == 0:
+            if _first_local(strategy, value).shape.rank == 0:
                 return strategy.reduce("MEAN", value, axis=None)
             return original(value, strategy, reduction)
 

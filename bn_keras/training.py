@@ -176,6 +176,8 @@ def _run(config, datasets_override, strategy, extra_callbacks):
             workdir.restore(model, resume)
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and replicas > 1:
         distribute.work_around_keras_multi_worker(model)
+    elif replicas > 1:
+        distribute.build_from_first_replica(model)
     writers = callbacks.SummaryWriters(workdir.tensorboard)
     named = callbacks.get_callbacks(
         config, workdir, writers, probe_batch(datasets["validation"], config.probe_size),

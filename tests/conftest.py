@@ -62,6 +62,27 @@ def experiment():
 
 
 @pytest.fixture
+def script_flags():
+    """Defines a script's absl flags and parses argv: script_flags(module, argv) -> FLAGS.
+    The flags are removed again afterwards, so scripts sharing flag names can be tested."""
+    from absl import flags
+
+    defined = []
+
+    def define(module, argv):
+        before = set(flags.FLAGS)
+        module.define_flags()
+        defined.extend(set(flags.FLAGS) - before)
+        flags.FLAGS(argv)
+        return flags.FLAGS
+
+    yield define
+    flags.FLAGS.unparse_flags()
+    for name in defined:
+        delattr(flags.FLAGS, name)
+
+
+@pytest.fixture
 def run_script():
     """Runs an experiments/ script in a fresh process: run_script("train", "--epochs=1")."""
     import subprocess

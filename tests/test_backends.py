@@ -37,6 +37,7 @@ SUBSET = ["1x120 axis=-1", "64x120 axis=-1", "32x126x64 axis=-1", "16x64x126 axi
           "64x120 axis=-1 renorm=True renorm_clipping=(('rmax', 3.0), ('dmax', 5.0))"]
 GHOST_BATCH, GHOST_GROUP_SIZE = 14, 4  # groups of 4, 4, 4 and 2
 FIT_MODELS = ["lenet", "lenet_tutorial", "resnet20"]  # resnet20: ZeroPadShortcut
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]  # a process per backend, ~80 s each
 
 
 @pytest.fixture(scope="module", params=["jax", "torch"])

@@ -13,12 +13,8 @@ def test_unknown_study_is_one_line_and_non_zero_exit(run_script):
     assert "--study" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_the_script_picks_the_study_from_its_flags(experiment):
+def test_the_script_picks_the_study_from_its_flags(experiment, script_flags):
     script = experiment("compare_bn")
-    script.define_flags()
-    script.FLAGS(["compare_bn", "--study=lr", "--quick", "--seeds=2", "--data_dir=/d"])
-    try:
-        s = script.selected_study()
-        assert (s.name, s.quick, s.seeds, s.base.data_dir) == ("lr", True, 2, "/d")
-    finally:
-        script.FLAGS.unparse_flags()
+    script_flags(script, ["compare_bn", "--study=lr", "--quick", "--seeds=2", "--data_dir=/d"])
+    s = script.selected_study()
+    assert (s.name, s.quick, s.seeds, s.base.data_dir) == ("lr", True, 2, "/d")

@@ -75,22 +75,18 @@ def test_resume_conflicts():
         cosine, TrainConfig(epochs=20, lr_schedule="cosine"), 10)
 
 
-def test_train_flags_make_the_config(experiment):
+def test_train_flags_make_the_config(experiment, script_flags):
     script = experiment("train")
-    script.define_flags()
-    flags = script.FLAGS
-    try:
-        flags(["train.py", "--model=resnet20", "--bn=keras", "--epochs=3", "--weight_decay=5e-4",
-               "--nesterov", "--label_smoothing=0.1", "--virtual_batch_size=8"])
-        config = script.config_from_flags(flags, stdout_is_terminal=False)
-        assert (config.model, config.bn, config.epochs, config.weight_decay, config.nesterov,
-                config.label_smoothing, config.virtual_batch_size) == (
-            "resnet20", "keras", 3, 5e-4, True, 0.1, 8)
-        assert config.workdir == "runs/resnet20_keras"  # the default names the run
-        assert config.verbose == 2  # one line per epoch in a log file ...
-        assert script.config_from_flags(flags, stdout_is_terminal=True).verbose == 1  # a bar
-        # Every TrainConfig field has a flag.
-        fields = {f.name for f in dataclasses.fields(TrainConfig)}
-        assert fields - set(flags) == set()
-    finally:
-        flags.unparse_flags()
+    flags = script_flags(script, ["train.py", "--model=resnet20", "--bn=keras", "--epochs=3",
+                                  "--weight_decay=5e-4", "--nesterov", "--label_smoothing=0.1",
+                                  "--virtual_batch_size=8"])
+    config = script.config_from_flags(flags, stdout_is_terminal=False)
+    assert (config.model, config.bn, config.epochs, config.weight_decay, config.nesterov,
+            config.label_smoothing, config.virtual_batch_size) == (
+        "resnet20", "keras", 3, 5e-4, True, 0.1, 8)
+    assert config.workdir == "runs/resnet20_keras"  # the default names the run
+    assert config.verbose == 2  # one line per epoch in a log file ...
+    assert script.config_from_flags(flags, stdout_is_terminal=True).verbose == 1  # ... a bar
+    # Every TrainConfig field has a flag.
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert fields - set(flags) == set()
