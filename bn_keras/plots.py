@@ -113,3 +113,20 @@ def plot_gradient_norms_during_training(runs_dir: str, grad_rows: Sequence[dict]
     ax.set_yscale("log")
     return save_figure(fig, ax, path, "Gradient norms during training, ResNet-20 (seed 0)",
                        "training step", "||dL/dW|| on a fixed batch")
+
+
+def plot_run_curves(history: Sequence[dict], path: str, title: str) -> str:
+    """One training run, epoch by epoch: test and validation accuracy (left axis) and the
+    training loss (right axis)."""
+    fig, ax = axes()
+    epochs = [row["epoch"] + 1 for row in history]
+    for key, label, style in (("test_accuracy", "test accuracy", "o-"),
+                              ("val_accuracy", "validation accuracy", "s--"),
+                              ("accuracy", "training accuracy", ":")):
+        if all(key in row for row in history):
+            ax.plot(epochs, [row[key] for row in history], style, markersize=3, label=label)
+    loss_axis = ax.twinx()
+    loss_axis.plot(epochs, [row["loss"] for row in history], color="C3", linewidth=0.8)
+    loss_axis.set_ylabel("training loss", color="C3")
+    ax.grid(alpha=0.3)
+    return save_figure(fig, ax, path, title, "epoch", "accuracy")

@@ -1,0 +1,62 @@
+"""A training run's report: its command, settings, per-epoch table and curve.
+
+    <output_dir>/<name>.md, <name>.csv (one row per epoch), <name>.png
+
+Read from the run's work directory (bn_keras.workdir): config.json,
+final_metrics.json and its per-epoch history.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from bn_keras import atomic, plots, tables
+from bn_keras.workdir import Workdir
+
+COLUMNS = ["epoch", "learning_rate", "loss", "accuracy", "val_accuracy", "test_accuracy",
+           "images_per_second", "epoch_seconds"]
+
+
+def write(workdir: str, output_dir: str, name: str, command: str,
+          wall_seconds: float | None = None, notes: str = "") -> str:
+    """Writes the report of the finished run in `workdir`; returns the Markdown path."""
+    w = Workdir(workdir)
+    final = atomic.read_json(w.final_metrics)
+    if final is None:
+        raise FileNotFoundError(f"{workdir!r} holds no finished run (no final_metrics.json).")
+    config = atomic.read_json(w.config)
+    rows = [_row(r) for r in final["history"]]
+    os.makedirs(output_dir, exist_ok=True)
+    png = plots.plot_run_curves(final["history"], os.path.join(output_dir, f"{name}.png"),
+                                f"{config['model']}, bn={config['bn']}: {len(rows)} epochs")
+    settings = ", ".join(f"{k}={config[k]}" for k in sorted(config)
+                         if k not in ("workdir", "data_dir", "verbose"))
+    wall = "" if wall_seconds is None else (
+        f"Wall time of the whole command: {wall_seconds:.0f} s ({wall_seconds / 60:.1f} min), "
+        "evaluation included. ")
+    preamble = (
+        f"# {name}\n\nCommand: `{command}`\n\n{wall}"
+        f"Test accuracy after the last epoch: **{final['test_accuracy']:.4f}** "
+        f"(test loss {final['test_loss']:.4f}); training images/s, median of the epochs "
+        f"after the first: {final['train_images_per_second']:.0f}"
+        + (f"; the run diverged in epoch {final['diverged_at_epoch'] + 1}"
+           if final["diverged"] else "") + ".\n\n"
+        f"Settings: {settings}.\n\n{notes}{'' if not notes else chr(10) * 2}"
+        "Per epoch (test accuracy evaluated after every epoch, not used for any choice):\n\n")
+    md, _ = tables.write_table(rows, COLUMNS, output_dir, name, preamble,
+                               postscript=f"\n![{os.path.basename(png)}]({os.path.basename(png)})\n")
+    return md
+
+
+def _row(record: dict[str, Any]) -> dict[str, Any]:
+    row = {k: record.get(k) for k in COLUMNS}
+    row["epoch"] = record["epoch"] + 1
+    if row["images_per_second"] is not None:
+        row["images_per_second"] = round(row["images_per_second"])
+    if row["epoch_seconds"] is not None:
+        row["epoch_seconds"] = f"{row['epoch_seconds']:.1f}"
+    for key in ("loss", "accuracy", "val_accuracy", "test_accuracy"):
+        if row[key] is not None:
+            row[key] = f"{row[key]:.4f}"
+    return row

@@ -1,0 +1,44 @@
+"""Writes the report of a finished training run: command, settings, per-epoch table, curve.
+
+    python experiments/report_run.py --workdir=runs/resnet20_recipe --name=resnet20_recipe \\
+        --command="python experiments/train.py ..." --wall_seconds=2890 \\
+        --output_dir=experiments/results
+"""
+
+from __future__ import annotations
+
+from bn_keras import cli
+
+cli.quiet_tensorflow()
+
+from absl import flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    flags.DEFINE_string("workdir", None, "The finished run's work directory.", required=True)
+    flags.DEFINE_string("name", None, "Report name (default: the workdir's name).")
+    flags.DEFINE_string("command", None, "The command that ran it, quoted in the report.",
+                        required=True)
+    flags.DEFINE_float("wall_seconds", None, "Wall time of that whole command.")
+    flags.DEFINE_string("notes", "", "A paragraph placed before the per-epoch table.")
+    flags.DEFINE_string("output_dir", "runs/reports",
+                        "Where the report goes (experiments/results: the committed ones).")
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    import os
+
+    from bn_keras import run_report
+
+    name = FLAGS.name or os.path.basename(os.path.normpath(FLAGS.workdir))
+    path = run_report.write(FLAGS.workdir, FLAGS.output_dir, name, FLAGS.command,
+                            FLAGS.wall_seconds, FLAGS.notes)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    define_flags()
+    cli.run(main)

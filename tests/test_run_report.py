@@ -1,0 +1,26 @@
+"""bn_keras.run_report: a finished run's report from its work directory."""
+
+import csv
+import os
+
+import pytest
+
+from bn_keras import run_report, training
+from bn_keras.config import TrainConfig
+
+
+def test_report_has_every_epoch_and_the_final_accuracy(tmp_path):
+    config = TrainConfig(dataset="synthetic", synthetic_examples=256, epochs=2, batch_size=32,
+                         workdir=str(tmp_path / "run"), verbose=0, test_every_epoch=True)
+    metrics = training.run(config)
+    md = run_report.write(config.workdir, str(tmp_path / "out"), "r", "the command", 12.0)
+    text = open(md).read()
+    assert text.startswith("# r\n\nCommand: `the command`")
+    assert f"**{metrics['test_accuracy']:.4f}**" in text and "12 s (0.2 min)" in text
+    with open(tmp_path / "out" / "r.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert rows[-1]["test_accuracy"] == f"{metrics['test_accuracy']:.4f}"
+    assert os.path.getsize(tmp_path / "out" / "r.png") > 1000
+    with pytest.raises(FileNotFoundError, match="no finished run"):
+        run_report.write(str(tmp_path / "nothing"), str(tmp_path / "out"), "x", "c")
