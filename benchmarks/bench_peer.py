@@ -9,10 +9,11 @@ wired in where ours sits. They alternate, case after case, round after round
 
 A process's figure is its best epoch after the first (the first includes tracing
 and warm-up; on a shared machine noise only slows an epoch down). Ours is read
-from train.py's own metrics.csv, whose epoch time also holds the per-epoch
-validation pass and the callbacks' epoch-end work; the peer's epochs hold only
-training. Tables give the median over rounds and the min-max; the ratio is the
-median of the per-round ratios, each from two processes run back to back.
+from train.py's own metrics.csv: images/s from the epoch's start to its last
+training step, every per-step callback included, the epoch-end validation and
+checkpoint not (the peer's epochs hold only training too). Tables give the median
+over rounds and the min-max; the ratio is the median of the per-round ratios, each
+from two processes run back to back.
 
 Targets (issue 12): ours >= 1.0x the peer at batch 10 and >= 1.3x at batch 128
 (LeNet with BN), ResNet-20 >= 1.0x at batch 128; our BN LeNet <= 1.2x the time of
