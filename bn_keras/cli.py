@@ -59,7 +59,21 @@ def quiet_tensorflow(argv: list[str] | None = None) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    _import_without_stderr("tensorflow")
+    if _tensorflow_wanted():
+        _import_without_stderr("tensorflow")
+
+
+def _tensorflow_wanted() -> bool:
+    """Whether this process will use TensorFlow: it is installed and Keras' backend is it.
+
+    Scripts that run on any Keras backend (validate_bn, bench_layer) must not import
+    TensorFlow under JAX or PyTorch: it may be absent (a GPU machine with no
+    TensorFlow), and torch and TensorFlow can crash in one process.
+    """
+    import importlib.util
+
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    return backend == "tensorflow" and importlib.util.find_spec("tensorflow") is not None
 
 
 def _import_without_stderr(module: str) -> None:
