@@ -20,28 +20,44 @@ COLUMNS = ["epoch", "learning_rate", "loss", "accuracy", "val_accuracy", "test_a
 
 def write(workdir: str, output_dir: str, name: str, command: str,
           wall_seconds: float | None = None, notes: str = "") -> str:
-    """Writes the report of the finished run in `workdir`; returns the Markdown path."""
+    """Writes the report of the run in `workdir`; returns the Markdown path.
+
+    A run stopped before its last epoch (Ctrl-C, a time limit) is reported as
+    unfinished, from its last completed epoch.
+    """
     w = Workdir(workdir)
     final = atomic.read_json(w.final_metrics)
-    if final is None:
-        raise FileNotFoundError(f"{workdir!r} holds no finished run (no final_metrics.json).")
     config = atomic.read_json(w.config)
-    rows = [_row(r) for r in final["history"]]
+    history = final["history"] if final else (w.latest().history if config else [])
+    if not history:
+        raise FileNotFoundError(f"{workdir!r} holds no completed epoch of a run.")
+    rows = [_row(r) for r in history]
     os.makedirs(output_dir, exist_ok=True)
-    png = plots.plot_run_curves(final["history"], os.path.join(output_dir, f"{name}.png"),
-                                f"{config['model']}, bn={config['bn']}: {len(rows)} epochs")
+    png = plots.plot_run_curves(history, os.path.join(output_dir, f"{name}.png"),
+                                f"{config['model']}, bn={config['bn']}: {len(rows)} epochs"
+                                + ("" if final else f" of {config['epochs']}"))
     settings = ", ".join(f"{k}={config[k]}" for k in sorted(config)
                          if k not in ("workdir", "data_dir", "verbose"))
     wall = "" if wall_seconds is None else (
         f"Wall time of the whole command: {wall_seconds:.0f} s ({wall_seconds / 60:.1f} min), "
         "evaluation included. ")
+    if final:
+        outcome = (
+            f"Test accuracy after the last epoch: **{final['test_accuracy']:.4f}** "
+            f"(test loss {final['test_loss']:.4f}); training images/s, median of the epochs "
+            f"after the first: {final['train_images_per_second']:.0f}"
+            + (f"; the run diverged in epoch {final['diverged_at_epoch'] + 1}"
+               if final["diverged"] else "") + ".")
+    else:
+        last = history[-1]
+        test = last.get("test_accuracy")
+        outcome = (
+            f"**Unfinished**: stopped after {len(history)} of {config['epochs']} epochs "
+            "(the same command resumes it exactly)"
+            + ("" if test is None else
+               f"; test accuracy after epoch {len(history)}: **{test:.4f}**") + ".")
     preamble = (
-        f"# {name}\n\nCommand: `{command}`\n\n{wall}"
-        f"Test accuracy after the last epoch: **{final['test_accuracy']:.4f}** "
-        f"(test loss {final['test_loss']:.4f}); training images/s, median of the epochs "
-        f"after the first: {final['train_images_per_second']:.0f}"
-        + (f"; the run diverged in epoch {final['diverged_at_epoch'] + 1}"
-           if final["diverged"] else "") + ".\n\n"
+        f"# {name}\n\nCommand: `{command}`\n\n{wall}{outcome}\n\n"
         f"Settings: {settings}.\n\n{notes}{'' if not notes else chr(10) * 2}"
         "Per epoch (test accuracy evaluated after every epoch, not used for any choice):\n\n")
     md, _ = tables.write_table(rows, COLUMNS, output_dir, name, preamble,

@@ -22,5 +22,33 @@ def test_report_has_every_epoch_and_the_final_accuracy(tmp_path):
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert rows[-1]["test_accuracy"] == f"{metrics['test_accuracy']:.4f}"
     assert os.path.getsize(tmp_path / "out" / "r.png") > 1000
-    with pytest.raises(FileNotFoundError, match="no finished run"):
+    with pytest.raises(FileNotFoundError, match="no completed epoch"):
         run_report.write(str(tmp_path / "nothing"), str(tmp_path / "out"), "x", "c")
+
+
+def test_an_unfinished_run_is_reported_as_such(tmp_path, monkeypatch):
+    config = TrainConfig(dataset="synthetic", synthetic_examples=256, epochs=3, batch_size=32,
+                         workdir=str(tmp_path / "run"), verbose=0, test_every_epoch=True)
+    stop_after = 2
+
+    class Stop(Exception):
+        pass
+
+    real_commit = training.Workdir.commit
+
+    def commit_then_stop(self, model, state):
+        real_commit(self, model, state)
+        if len(state["history"]) == stop_after:
+            raise Stop
+
+    monkeypatch.setattr(training.Workdir, "commit", commit_then_stop)
+    with pytest.raises(Stop):
+        training.run(config)
+    md = run_report.write(config.workdir, str(tmp_path / "out"), "u", "c")
+    text = open(md).read()
+    with open(config.workdir + "/metrics.csv") as f:
+        last = list(csv.DictReader(f))[-1]
+    assert "**Unfinished**: stopped after 2 of 3 epochs" in text
+    assert f"test accuracy after epoch 2: **{float(last['test_accuracy']):.4f}**" in text
+    with open(tmp_path / "out" / "u.csv") as f:
+        assert [r["epoch"] for r in csv.DictReader(f)] == ["1", "2"]
