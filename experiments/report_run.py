@@ -1,4 +1,6 @@
-"""Writes the report of a training run (finished, or stopped and so marked): command, settings, per-epoch table, curve.
+"""Writes a training run's report: command, settings, per-epoch table, curve.
+
+A run stopped before its last epoch is reported as unfinished.
 
     python experiments/report_run.py --workdir=runs/resnet20_recipe --name=resnet20_recipe \\
         --command="python experiments/train.py ..." --wall_seconds=2890 \\
@@ -17,7 +19,8 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    flags.DEFINE_string("workdir", None, "The run's work directory (an unfinished run is reported as such).", required=True)
+    flags.DEFINE_string("workdir", None, "The run's work directory (an unfinished run is "
+                        "reported as such).", required=True)
     flags.DEFINE_string("name", None, "Report name (default: the workdir's name).")
     flags.DEFINE_string("command", None, "The command that ran it, quoted in the report.",
                         required=True)
