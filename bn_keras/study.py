@@ -195,7 +195,8 @@ def agreement(results: Sequence[dict], first: str, second: str) -> dict[str, Any
     return {"accuracy_difference": difference, "two_standard_errors": two_se,
             "accuracy_agrees": identical or abs(difference) <= two_se,
             "windows": length, "windows_within_seed_range": int(np.sum(gap <= spread)),
-            "max_curve_gap": float(np.nanmax(gap)) if length else float("nan"),
+            "max_curve_gap": (float(np.nanmax(gap)) if np.any(np.isfinite(gap))
+                              else float("nan")),  # NaN: no finite window (diverged runs)
             "identical": identical}
 
 

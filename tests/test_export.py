@@ -117,6 +117,7 @@ def test_bad_saved_model_paths(tmp_path):
         export.load_serving_model(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_export_script_verifies_in_a_fresh_process(tmp_path, trained_lenet):
     _, model_path = trained_lenet
     proc = subprocess.run(

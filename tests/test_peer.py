@@ -148,6 +148,7 @@ def test_tables_print_figures_ratios_and_verdicts(bench):
 
 
 @needs_torch
+@pytest.mark.slow
 @pytest.mark.multiprocess
 def test_bench_runs_both_sides_and_prints_the_tables():
     done = _script("bench_peer", "--models=lenet", "--batch_sizes=10", "--rounds=1",

@@ -85,6 +85,7 @@ def test_epochs_to_reach():
     assert study.epochs_to_reach([0.3], 0.4) is None
 
 
+@pytest.mark.slow
 def test_run_study_summarizes_plots_and_resumes(tmp_path, monkeypatch):
     arms = [study.arm("no_bn", bn="none"), study.arm("our_bn", bn="custom"),
             study.arm("tutorial", model="lenet_tutorial", bn="keras")]

@@ -113,6 +113,7 @@ def test_diagnostics_every_n_steps_with_chunks_that_do_not_divide_the_epoch(tmp_
     assert [step for step, _ in norms["conv1"]] == [0, 4, 8, 10, 14, 18, 20]
 
 
+@pytest.mark.slow
 def test_diagnostics_never_change_training(tmp_path, monkeypatch):
     probed = training.run(_config(tmp_path / "probed", diagnostics_every_n_steps=1))
     monkeypatch.setattr(callbacks.BNDiagnostics, "write", lambda self, step: None)
