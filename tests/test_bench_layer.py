@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "bench_layer.py")
 TINY = ["--rounds=1", "--iterations=1", "--steps_per_call=2"]
@@ -16,6 +18,7 @@ def _run(*flags):
                           timeout=300, env=env)
 
 
+@pytest.mark.slow
 def test_table_has_one_row_per_shape():
     proc = _run("--shapes=8x12,4x6x6x16", *TINY)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -33,6 +36,7 @@ def test_crossover_times_both_tensorflow_paths(capsys):
     assert len(rows) == 1 and rows[0].startswith("| (4, 6, 6, 16) | 2304 |")
 
 
+@pytest.mark.slow
 def test_bad_shape_is_one_line_and_non_zero_exit():
     proc = _run("--shapes=12", *TINY)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr

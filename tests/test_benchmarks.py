@@ -20,6 +20,7 @@ def _bench(name, *args):
     ("bench_serving", ["--model", "--workdir", "--repeats"]),
     ("bench_scaling", ["--epochs", "--examples", "--batch_size"]),
 ])
+@pytest.mark.slow
 def test_help(name, flags):
     proc = _bench(name, "--help")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -30,6 +31,7 @@ def test_help(name, flags):
                for flag in flags), proc.stdout
 
 
+@pytest.mark.slow
 def test_bad_flag_is_one_line():
     proc = _bench("bench_pipeline", "--rounds=0")
     assert proc.returncode != 0

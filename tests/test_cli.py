@@ -29,6 +29,7 @@ def test_every_script_has_help(run_script, script):
 
 @pytest.mark.parametrize("backend,imported", [("jax", False), ("torch", False),
                                               ("tensorflow", True)])
+@pytest.mark.slow
 def test_tensorflow_is_imported_only_for_the_tensorflow_backend(backend, imported):
     # On the GPU machine there is no TensorFlow, and torch with TensorFlow in one
     # process can crash: scripts that run on any backend must not import it there.

@@ -138,6 +138,7 @@ def test_tfds_data_dir_environment_variable_is_honoured(monkeypatch, tmp_path):
         data.load_cifar10("test", download=False)
 
 
+@pytest.mark.slow
 @pytest.mark.real_data
 def test_real_cifar10_splits_and_statistics(cifar10_dir):
     splits = {split: data.cifar10_examples(split, cifar10_dir, download=False)

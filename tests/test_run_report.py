@@ -26,6 +26,7 @@ def test_report_has_every_epoch_and_the_final_accuracy(tmp_path):
         run_report.write(str(tmp_path / "nothing"), str(tmp_path / "out"), "x", "c")
 
 
+@pytest.mark.slow
 def test_an_unfinished_run_is_reported_as_such(tmp_path, monkeypatch):
     config = TrainConfig(dataset="synthetic", synthetic_examples=256, epochs=3, batch_size=32,
                          workdir=str(tmp_path / "run"), verbose=0, test_every_epoch=True)

@@ -30,6 +30,7 @@ def test_tutorial_network_is_the_no_bn_network():
                                atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_run_does_not_depend_on_the_runs_before_it(tmp_path):
     """A resumed study (earlier runs cached, not re-trained) reproduces the uncached runs."""
     arms = [study.arm("no_bn", bn="none")]

@@ -45,6 +45,7 @@ def _events(logdir):
     return {tag: [e.step for e in acc.Tensors(tag)] for tag in acc.Tags()["tensors"]}
 
 
+@pytest.mark.slow
 def test_run_writes_everything_under_the_workdir(tmp_path):
     metrics = training.run(_config(tmp_path))
     assert metrics["test_accuracy"] > 0.3  # 10 synthetic classes: chance is 0.1
@@ -66,6 +67,7 @@ def test_run_writes_everything_under_the_workdir(tmp_path):
     dict(synthetic_examples=512, log_every_n_steps=2),  # 16 steps per epoch, 2 per call
     dict(synthetic_examples=300, log_every_n_steps=7, steps_per_execution=3),  # 10 steps
 ])
+@pytest.mark.slow
 def test_tensorboard_has_one_point_per_epoch_equal_to_metrics_csv(tmp_path, overrides):
     training.run(_config(tmp_path, epochs=3, **overrides))
     rows = _csv(tmp_path)
@@ -87,6 +89,7 @@ def test_tensorboard_has_one_point_per_epoch_equal_to_metrics_csv(tmp_path, over
     assert batch_steps == sorted(set(batch_steps)) and batch_steps[-1] <= steps[-1]
 
 
+@pytest.mark.slow
 def test_bn_diagnostics_hold_every_layer(tmp_path):
     training.run(_config(tmp_path))
     diag = set(_events(tmp_path / "tensorboard" / "bn_diagnostics"))
@@ -103,6 +106,7 @@ def test_bn_diagnostics_hold_every_layer(tmp_path):
     assert all(np.isfinite(v) and v > 0 for _, v in norms["conv1"])
 
 
+@pytest.mark.slow
 def test_diagnostics_every_n_steps_with_chunks_that_do_not_divide_the_epoch(tmp_path):
     # 10 steps per epoch, reported every 4 (steps_per_execution): writes at the start, on
     # passing each multiple of 4, and at each epoch's end, each step once.
@@ -123,6 +127,7 @@ def test_diagnostics_never_change_training(tmp_path, monkeypatch):
     assert not os.path.exists(tmp_path / "plain" / "tensorboard" / "bn_diagnostics")
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_runs(tmp_path):
     first = training.run(_config(tmp_path / "a", seed=3))
     second = training.run(_config(tmp_path / "b", seed=3))
@@ -202,6 +207,7 @@ def test_raising_epochs_continues_a_finished_constant_lr_run(tmp_path):
     _assert_no_step_twice(tmp_path / "more" / "tensorboard")
 
 
+@pytest.mark.slow
 def test_workdir_guards(tmp_path):
     training.run(_config(tmp_path, epochs=1))
     with pytest.raises(FileExistsError, match="already holds a finished run of 1 epochs"):
@@ -228,6 +234,7 @@ def test_a_bad_config_writes_nothing(tmp_path):
     assert training.run(_config(tmp_path / "run", virtual_batch_size=8, epochs=1))["epochs"] == 1
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_over_two_logical_cpus(tmp_path, mirrored_strategy):
     metrics = training.run(_config(tmp_path, batch_size=16), strategy_override=mirrored_strategy)
     assert metrics["replicas"] == 2 and metrics["global_batch_size"] == 32
@@ -237,6 +244,7 @@ def test_mirrored_strategy_over_two_logical_cpus(tmp_path, mirrored_strategy):
     assert norms and all(layer.synchronized for layer in norms)
 
 
+@pytest.mark.slow
 def test_ghost_bn_trains_on_partial_batches_and_per_replica(tmp_path, mirrored_strategy):
     # 300 examples: 9 batches of 32 and one of 12 (groups 8 + 4); a 64-image probe.
     metrics = training.run(_config(tmp_path / "one", synthetic_examples=300, batch_size=32,

@@ -25,6 +25,7 @@ def test_quick_run_writes_markdown_and_csv(tmp_path, experiment):
     assert "on tensorflow" in text and "--output_dir=" in text
 
 
+@pytest.mark.slow
 def test_default_output_is_under_runs_not_the_committed_reports(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run([sys.executable, SCRIPT, "--quick", "--timing_iterations=0",
