@@ -50,7 +50,8 @@ class Probe:
         if getattr(model, "inputs", None):  # a Functional or Sequential graph
             self.relus = relu_layers(model)
             outputs = [relu.input for relu in self.relus] + [model.outputs[0]]
-            self._network = keras.Model(model.inputs, outputs, name=f"{model.name}_probe")
+            inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+            self._network = keras.Model(inputs, outputs, name=f"{model.name}_probe")
         else:  # a subclassed model: no graph to tap, so no pre-activation statistics
             self.relus, self._network = [], model
 
