@@ -131,3 +131,24 @@ def png_claiming():
 def benchmark_script():
     """Imports a benchmarks/ script as a module: benchmark_script("bench_peer")."""
     return lambda name: _load_script("benchmarks", name)
+
+
+@pytest.fixture
+def stop_at():
+    """A Keras callback class: StopAt(epoch, batch) raises KeyboardInterrupt there, as
+    Ctrl-C would; pass it to training.run(config, extra_callbacks=[...])."""
+    import keras
+
+    class StopAt(keras.callbacks.Callback):
+        def __init__(self, epoch, batch):
+            super().__init__()
+            self.at = (epoch, batch)
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            if (self.epoch, batch) >= self.at:
+                raise KeyboardInterrupt
+
+    return StopAt

@@ -135,21 +135,6 @@ def test_same_seed_gives_identical_runs(tmp_path):
     assert _results(tmp_path / "a") == _results(tmp_path / "b")
 
 
-class _StopAt(keras.callbacks.Callback):
-    """Raises KeyboardInterrupt at (epoch, batch), as Ctrl-C would."""
-
-    def __init__(self, epoch, batch):
-        super().__init__()
-        self.at = (epoch, batch)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        if (self.epoch, batch) >= self.at:
-            raise KeyboardInterrupt
-
-
 def _assert_no_step_twice(logdir):
     for run in ("train", "validation", "bn_diagnostics"):
         for tag, steps in _events(logdir / run).items():
@@ -157,7 +142,8 @@ def _assert_no_step_twice(logdir):
 
 
 @pytest.mark.slow
-def test_interrupted_runs_resume_to_the_uninterrupted_result(tmp_path, monkeypatch):
+def test_interrupted_runs_resume_to_the_uninterrupted_result(tmp_path, monkeypatch,
+                                                             stop_at):
     """Stopped mid-epoch, or killed while committing an epoch, a run resumed with the
     same config ends with the same per-epoch metrics and test figures, to the last digit."""
     reference = training.run(_config(tmp_path / "ref", epochs=3))
@@ -165,7 +151,7 @@ def test_interrupted_runs_resume_to_the_uninterrupted_result(tmp_path, monkeypat
     # Stopped in the middle of the third epoch (index 2): two epochs are kept.
     mid = _config(tmp_path / "mid", epochs=3)
     with pytest.raises(KeyboardInterrupt):
-        training.run(mid, extra_callbacks=[_StopAt(2, 5)])
+        training.run(mid, extra_callbacks=[stop_at(2, 5)])
     assert [int(r["epoch"]) for r in _csv(tmp_path / "mid")] == [0, 1]
     resumed = training.run(mid)
     assert resumed["epochs_run_this_session"] == 1
