@@ -37,7 +37,7 @@ its Python 3.12):
     # then unpack it into experiments/results/gpu_<card>/ and commit it
 
 Measured on an H200 (experiments/results/gpu_h200/): the whole run took about
-4 minutes, each part 12-67 s; with the machine's start, about 6 minutes of the
+4 minutes, each part 12-67 s; with the machine's start, about 5 minutes (313 s) of the
 session's 15. The output folder holds more than the 8 files a device call
 returns, hence the tar.
 
