@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from typing import Any
 
 import keras
@@ -68,7 +69,14 @@ def make_tuner(kind: str, base: TrainConfig, directory: str, max_trials: int,
 
 def search(tuner: keras_tuner.Tuner, epochs: int, logdir: str) -> list[dict[str, Any]]:
     """Runs the search (TensorBoard callback: HParams per trial); returns trials, best first."""
-    tuner.search(epochs=epochs, callbacks=[keras.callbacks.TensorBoard(logdir)], verbose=0)
+    with warnings.catch_warnings():
+        # Hyperband continues a trial by loading the previous round's checkpoint into a
+        # freshly compiled model (keras_tuner Hyperband._build_hypermodel); that model's
+        # optimizer has no slots yet, so Keras warns once per continued trial that it skips
+        # the saved ones: the optimizer restarts, as keras-tuner intends. Nothing to act on.
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer",
+                                category=UserWarning)
+        tuner.search(epochs=epochs, callbacks=[keras.callbacks.TensorBoard(logdir)], verbose=0)
     rows = []
     for trial in tuner.oracle.get_best_trials(num_trials=len(tuner.oracle.trials)):
         rows.append({"trial": trial.trial_id, "val_accuracy": trial.score,

@@ -17,27 +17,6 @@ def _base(tmp_path, **overrides):
 
 
 @pytest.mark.slow
-def test_tuner_runs_two_trials_and_retrains_the_best(tmp_path):
-    base = _base(tmp_path)
-    tuner = tuning.make_tuner("random", base, str(tmp_path / "tuner"), max_trials=2, max_epochs=1)
-    rows = tuning.search(tuner, 1, str(tmp_path / "tb"))
-    assert len(rows) == 2
-    assert {"bn", "learning_rate", "optimizer", "batch_size"} <= set(rows[0])
-    assert rows[0]["val_accuracy"] >= rows[1]["val_accuracy"]
-    best = tuning.retrain_best(tuner, str(tmp_path), epochs=1)
-    assert best["hyperparameters"] == {k: v for k, v in rows[0].items()
-                                       if k not in ("trial", "val_accuracy")}
-    # The retrained run is an ordinary training run of the best configuration.
-    with open(tmp_path / "best_retrained" / "final_metrics.json") as f:
-        assert json.load(f)["test_accuracy"] == best["test_accuracy"]
-    with open(tmp_path / "best_retrained" / "config.json") as f:
-        config = json.load(f)
-    assert {k: config[k] for k in best["hyperparameters"]} == best["hyperparameters"]
-    with pytest.raises(ValueError, match="Unknown tuner='grid'"):
-        tuning.make_tuner("grid", base, str(tmp_path), 1, 1)
-
-
-@pytest.mark.slow
 def test_tune_script_writes_its_table(tmp_path, experiment):
     script = experiment("tune")
     out = script.run("random", "lenet", "synthetic", None, max_trials=2, max_epochs=1,
@@ -48,3 +27,31 @@ def test_tune_script_writes_its_table(tmp_path, experiment):
     assert report.count("\n| ") == 2 + 1  # header + 2 trials (the separator starts with |-)
     assert f"test accuracy **{out['best']['test_accuracy']:.4f}**" in report
     assert os.path.isdir(tmp_path / "work" / "tensorboard")
+
+
+@pytest.mark.slow
+def test_hyperband_searches_continues_trials_quietly_and_retrains_the_best(tmp_path, recwarn):
+    # max_epochs=3, factor 3: bracket 1 runs 3 one-epoch trials and continues the best
+    # from its checkpoint, where Keras warns that the unbuilt optimizer skips saved slots.
+    base = _base(tmp_path, synthetic_examples=64)
+    tuner = tuning.make_tuner("hyperband", base, str(tmp_path / "tuner"), max_trials=1,
+                              max_epochs=3)
+    rows = tuning.search(tuner, 3, str(tmp_path / "tb"))
+    assert len(rows) == 6  # brackets of 3 + 1 continued and 2 trials
+    assert all({"bn", "learning_rate", "optimizer", "batch_size"} <= set(row) for row in rows)
+    scores = [row["val_accuracy"] for row in rows]
+    assert scores == sorted(scores, reverse=True)
+    assert any(row.get("tuner/initial_epoch", 0) > 0 for row in rows)  # a continued trial ran
+    assert not [w for w in recwarn if "Skipping variable loading" in str(w.message)]
+    best = tuning.retrain_best(tuner, str(tmp_path), epochs=1)
+    assert best["hyperparameters"] == {k: v for k, v in rows[0].items()
+                                       if k not in ("trial", "val_accuracy")}
+    # The retrained run is an ordinary training run of the best configuration.
+    with open(tmp_path / "best_retrained" / "final_metrics.json") as f:
+        assert json.load(f)["test_accuracy"] == best["test_accuracy"]
+    with open(tmp_path / "best_retrained" / "config.json") as f:
+        config = json.load(f)
+    searched = {k: v for k, v in best["hyperparameters"].items() if not k.startswith("tuner/")}
+    assert {k: config[k] for k in searched} == searched
+    with pytest.raises(ValueError, match="Unknown tuner='grid'"):
+        tuning.make_tuner("grid", base, str(tmp_path), 1, 1)
