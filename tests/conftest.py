@@ -96,6 +96,31 @@ def run_script():
     return run
 
 
+@pytest.fixture(scope="session")
+def scripts_at_once():
+    """Runs short script invocations, a few at a time: {invocation: CompletedProcess}.
+
+    Each invocation is (folder, script, *args). Most of such a run is TensorFlow's import,
+    one core's work: on two cores, four at a time take about half as long as one by one.
+    """
+    import concurrent.futures
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (_REPO, os.environ.get("PYTHONPATH")) if p)}
+
+    def run(invocation, timeout=300):
+        folder, name, *args = invocation
+        return subprocess.run([sys.executable, os.path.join(_REPO, folder, f"{name}.py"), *args],
+                              capture_output=True, text=True, timeout=timeout, cwd=_REPO, env=env)
+
+    def run_all(invocations, workers=4):
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            return dict(zip(invocations, pool.map(run, invocations), strict=True))
+
+    return run_all
+
+
 @pytest.fixture
 def tensorboard_server():
     """Starts the real `tensorboard` on a free 127.0.0.1 port: server(logdir) -> base URL.

@@ -34,10 +34,3 @@ def test_crossover_times_both_tensorflow_paths(capsys):
     bench.crossover(rounds=1, iterations=1, steps_per_call=2)
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| (")]
     assert len(rows) == 1 and rows[0].startswith("| (4, 6, 6, 16) | 2304 |")
-
-
-@pytest.mark.slow
-def test_bad_shape_is_one_line_and_non_zero_exit():
-    proc = _run("--shapes=12", *TINY)
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert "--shapes: '12' is not a shape like 128x120" in proc.stderr

@@ -8,6 +8,8 @@ import pytest
 
 from bn_keras import cli
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 @pytest.mark.parametrize("argv,expected", [
     ([], None), (["--verbosity=0"], 0), (["--verbosity", "1"], 1), (["-v", "2"], 2),
@@ -17,14 +19,60 @@ def test_verbosity_is_read_from_argv(argv, expected):
     assert cli.verbosity(["script.py", *argv]) == expected
 
 
+# Every script: what its --help must list, and one bad flag with what its one line names.
+HELP = {
+    "experiments/train": ["--model", "--bn", "--workdir", "--data_dir"],
+    "experiments/compare_bn": ["--study", "--quick", "--seeds"],
+    "experiments/tune": ["--tuner", "--max_epochs"],
+    "experiments/export": ["--workdir", "--name"],
+    "experiments/predict": ["--saved_model", "--top_k"],
+    "experiments/validate_bn": ["--output_dir", "--timing_iterations"],
+    "experiments/verify_export": ["--saved_model", "--tolerance"],
+    "experiments/launch_local_workers": ["--num_workers", "--timeout"],
+    "experiments/tensorboard_screenshots": ["--logdir", "--output_dir"],
+    "experiments/report_run": ["--workdir", "--command"],
+    "benchmarks/bench_pipeline": ["--data_dir", "--synthetic", "--batch_size", "--steps",
+                                  "--rounds"],
+    "benchmarks/bench_serving": ["--model", "--workdir", "--repeats"],
+    "benchmarks/bench_scaling": ["--epochs", "--examples", "--batch_size"],
+    "benchmarks/bench_layer": ["--shapes", "--rounds"],
+}
+BAD_FLAGS = {
+    "experiments/compare_bn": (["--study=width"], "--study"),
+    "experiments/validate_bn": (["--steps=0"], "--steps"),
+    "benchmarks/bench_pipeline": (["--rounds=0"], "flag --rounds=0"),
+    "benchmarks/bench_layer": (["--shapes=12"], "--shapes: '12' is not a shape like 128x120"),
+}
+
+
+@pytest.fixture(scope="module")
+def runs(scripts_at_once):
+    """Every --help and bad-flag run of this module, started a few at a time."""
+    invocations = [(*script.split("/"), "--help") for script in HELP]
+    invocations += [(*script.split("/"), *args) for script, (args, _) in BAD_FLAGS.items()]
+    return scripts_at_once(invocations)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("script", ["train", "compare_bn", "tune", "export", "predict",
-                                    "validate_bn", "verify_export", "launch_local_workers",
-                                    "tensorboard_screenshots"])
-def test_every_script_has_help(run_script, script):
-    proc = run_script(script, "--help", timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert "--" in proc.stdout and "Traceback" not in proc.stderr
+@pytest.mark.parametrize("script", HELP)
+def test_every_script_has_help(runs, script):
+    proc = runs[(*script.split("/"), "--help")]
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with open(os.path.join(ROOT, f"{script}.py")) as f:
+        summary = f.read().split('"""')[1].strip().splitlines()[0]
+    assert proc.stdout.startswith(summary), proc.stdout[:300]
+    assert all(f"  {flag}" in proc.stdout or f"  --[no]{flag[2:]}" in proc.stdout
+               for flag in HELP[script]), proc.stdout
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", BAD_FLAGS)
+def test_a_bad_flag_is_one_line_and_a_non_zero_exit(runs, script):
+    args, named = BAD_FLAGS[script]
+    proc = runs[(*script.split("/"), *args)]
+    assert proc.returncode != 0
+    assert named in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
 
 
 @pytest.mark.parametrize("backend,imported", [("jax", False), ("torch", False),
@@ -37,6 +85,6 @@ def test_tensorflow_is_imported_only_for_the_tensorflow_backend(backend, importe
             "print('tensorflow' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**os.environ, "KERAS_BACKEND": backend}, timeout=120,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                          cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(imported)

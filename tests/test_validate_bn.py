@@ -41,17 +41,3 @@ def test_report_names_per_backend(experiment):
     stem = experiment("validate_bn").report_stem
     assert [stem(b) for b in ("tensorflow", "jax", "torch")] == [
         "validation", "validation_jax", "validation_torch"]
-
-
-def test_bad_flag_is_one_line_and_non_zero_exit():
-    proc = subprocess.run([sys.executable, SCRIPT, "--steps=0"], capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode != 0
-    assert "--steps" in proc.stderr and "Traceback" not in proc.stderr
-
-
-def test_help_lists_the_flags():
-    proc = subprocess.run([sys.executable, SCRIPT, "--helpfull"], capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0
-    assert "--output_dir" in proc.stdout and "--timing_iterations" in proc.stdout
