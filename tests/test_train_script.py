@@ -104,7 +104,8 @@ def test_output_is_one_line_per_epoch_and_no_tensorflow_chatter(reference):
 
 def test_verbosity_brings_tensorflow_logs_back(tmp_path):
     proc = subprocess.run([sys.executable, TRAIN, "--dataset=synthetic", "--epochs=1",
-                           f"--workdir={tmp_path}", "--verbosity=0"], cwd=ROOT,
+                           "--synthetic_examples=256", f"--workdir={tmp_path}", "--verbosity=0"],
+                          cwd=ROOT,
                           capture_output=True, text=True, timeout=600, env=ENV)
     assert proc.returncode == 0, proc.stderr
     assert "I0000" in proc.stderr
@@ -159,14 +160,16 @@ def test_killed_at_any_moment_the_rerun_is_exact(tmp_path, reference):
 def test_user_errors_are_one_line(tmp_path):
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
-    proc = subprocess.run([sys.executable, TRAIN, "--dataset=synthetic", f"--workdir={a_file}"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
-    assert proc.returncode == 1
-    assert proc.stderr.strip() == (f"error: --workdir='{a_file}' is a file, not a directory; "
-                                   "choose a directory path.")
-    proc = subprocess.run([sys.executable, TRAIN, "--dataset=synthetic",
-                           "--virtual_batch_size=7", f"--workdir={tmp_path / 'ghost'}"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
+    # Both at once: each is mostly TensorFlow's start-up.
+    procs = [subprocess.Popen([sys.executable, TRAIN, "--dataset=synthetic", *args], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+             for args in ([f"--workdir={a_file}"],
+                          ["--virtual_batch_size=7", f"--workdir={tmp_path / 'ghost'}"])]
+    (_, a_file_err), (_, ghost_err) = (p.communicate(timeout=300) for p in procs)
+    assert procs[0].returncode == 1
+    assert a_file_err.strip() == (f"error: --workdir='{a_file}' is a file, not a directory; "
+                                  "choose a directory path.")
+    proc = subprocess.CompletedProcess(procs[1].args, procs[1].returncode, "", ghost_err)
     assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
     assert "virtual_batch_size=7 does not divide the batch size per replica 128" in proc.stderr
     assert not os.path.exists(tmp_path / "ghost")
