@@ -62,6 +62,12 @@ def experiment():
 
 
 @pytest.fixture
+def benchmark_script():
+    """Imports a benchmarks/ script as a module: benchmark_script("bench_peer")."""
+    return lambda name: _load_script("benchmarks", name)
+
+
+@pytest.fixture
 def script_flags():
     """Defines a script's absl flags and parses argv: script_flags(module, argv) -> FLAGS.
     The flags are removed again afterwards, so scripts sharing flag names can be tested."""
@@ -150,12 +156,6 @@ def png_claiming():
                 + chunk(b"IEND", b""))
 
     return make
-
-
-@pytest.fixture
-def benchmark_script():
-    """Imports a benchmarks/ script as a module: benchmark_script("bench_peer")."""
-    return lambda name: _load_script("benchmarks", name)
 
 
 @pytest.fixture
