@@ -88,20 +88,6 @@ def script_flags():
         delattr(flags.FLAGS, name)
 
 
-@pytest.fixture
-def run_script():
-    """Runs an experiments/ script in a fresh process: run_script("train", "--epochs=1")."""
-    import subprocess
-    import sys
-
-    def run(name, *args, timeout=600, **kwargs):
-        script = os.path.join(_REPO, "experiments", f"{name}.py")
-        return subprocess.run([sys.executable, script, *args], capture_output=True, text=True,
-                              timeout=timeout, cwd=_REPO, **kwargs)
-
-    return run
-
-
 @pytest.fixture(scope="session")
 def scripts_at_once():
     """Runs short script invocations, a few at a time: {invocation: CompletedProcess}.
@@ -112,8 +98,9 @@ def scripts_at_once():
     import concurrent.futures
     import subprocess
 
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (_REPO, os.environ.get("PYTHONPATH")) if p)}
+    # As a user's shell has it: not this session's TF_CPP_MIN_LOG_LEVEL (set above).
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_REPO, os.environ.get("PYTHONPATH")) if p)
 
     def run(invocation, timeout=300):
         folder, name, *args = invocation
