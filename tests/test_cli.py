@@ -37,6 +37,8 @@ HELP = {
     "benchmarks/bench_scaling": ["--epochs", "--examples", "--batch_size"],
     "benchmarks/bench_layer": ["--shapes", "--rounds"],
 }
+# Words a --help must show besides its flags: the choices a user picks from.
+HELP_MENTIONS = {"experiments/compare_bn": ["compare", "momentum"]}
 HELP_HINT = "Pass --helpshort or --helpfull to see help on flags."
 BAD_FLAGS = {
     "experiments/compare_bn": (["--study=width"], "--study"),
@@ -64,6 +66,7 @@ def test_every_script_has_help(runs, script):
     assert proc.stdout.startswith(summary), proc.stdout[:300]
     assert all(f"  {flag}" in proc.stdout or f"  --[no]{flag[2:]}" in proc.stdout
                for flag in HELP[script]), proc.stdout
+    assert all(word in proc.stdout for word in HELP_MENTIONS.get(script, [])), proc.stdout
     assert proc.stderr == ""  # no TensorFlow start-up chatter either
 
 

@@ -157,19 +157,18 @@ def test_killed_at_any_moment_the_rerun_is_exact(tmp_path, reference):
     assert not any(n.startswith(".tmp") for n in os.listdir(tmp_path / "backup"))
 
 
-def test_user_errors_are_one_line(tmp_path):
+def test_user_errors_are_one_line(tmp_path, scripts_at_once):
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
-    # Both at once: each is mostly TensorFlow's start-up.
-    procs = [subprocess.Popen([sys.executable, TRAIN, "--dataset=synthetic", *args], cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-             for args in ([f"--workdir={a_file}"],
-                          ["--virtual_batch_size=7", f"--workdir={tmp_path / 'ghost'}"])]
-    (_, a_file_err), (_, ghost_err) = (p.communicate(timeout=300) for p in procs)
-    assert procs[0].returncode == 1
-    assert a_file_err.strip() == (f"error: --workdir='{a_file}' is a file, not a directory; "
-                                  "choose a directory path.")
-    proc = subprocess.CompletedProcess(procs[1].args, procs[1].returncode, "", ghost_err)
+    is_a_file = ("experiments", "train", "--dataset=synthetic", f"--workdir={a_file}")
+    ghost = ("experiments", "train", "--dataset=synthetic", "--virtual_batch_size=7",
+             f"--workdir={tmp_path / 'ghost'}")
+    runs = scripts_at_once([is_a_file, ghost])  # both at once: mostly TensorFlow's start-up
+    proc = runs[is_a_file]
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (f"error: --workdir='{a_file}' is a file, not a directory; "
+                                   "choose a directory path.")
+    proc = runs[ghost]
     assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
     assert "virtual_batch_size=7 does not divide the batch size per replica 128" in proc.stderr
     assert not os.path.exists(tmp_path / "ghost")
