@@ -37,7 +37,8 @@ SUBSET = ["1x120 axis=-1", "64x120 axis=-1", "32x126x64 axis=-1", "16x64x126 axi
           "64x120 axis=-1 renorm=True renorm_clipping=(('rmax', 3.0), ('dmax', 5.0))"]
 GHOST_BATCH, GHOST_GROUP_SIZE = 14, 4  # groups of 4, 4, 4 and 2
 FIT_MODELS = ["lenet", "lenet_tutorial", "resnet20"]  # resnet20: ZeroPadShortcut
-pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]  # a process per backend, ~80 s each
+# A process per backend, ~80 s each; each backend's tests skip where it is not installed.
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess, pytest.mark.extra]
 
 
 @pytest.fixture(scope="module", params=["jax", "torch"])
@@ -45,7 +46,7 @@ def probe(request, tmp_path_factory):
     """The probe's report on one backend, and the TensorFlow side of the .keras exchange."""
     backend = request.param
     if importlib.util.find_spec(backend) is None:
-        pytest.skip(f"{backend} is not installed (pip install -e '.[test,backends]')")
+        pytest.skip(f"needs {backend}: pip install -e '.[backends]'")
     tmp = tmp_path_factory.mktemp(backend)
     images = np.random.default_rng(3).normal(size=(8, 32, 32, 3)).astype(np.float32)
     np.save(tmp / "images.npy", images)

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-import pytest
+from extras import needs_extra
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "gpu_backends.py")
@@ -41,8 +41,7 @@ def test_results_table_reads_every_part(tmp_path):
     assert "### jax" in table
 
 
-@pytest.mark.skipif(importlib.util.find_spec("torch") is None,
-                    reason="torch is not installed (pip install -e '.[test,peer]')")
+@needs_extra("peer", "torch")
 def test_smoke_run_of_the_peer_part_writes_the_table(tmp_path):
     proc = subprocess.run([sys.executable, SCRIPT, "--smoke", "--parts=peer",
                            f"--output_dir={tmp_path}"], capture_output=True, text=True,

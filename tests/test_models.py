@@ -7,6 +7,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+from extras import needs_extra
 
 from bn_keras import models
 from bn_keras.layers import BN_TYPES, BatchNormalization
@@ -104,6 +105,7 @@ def test_build_model_by_name():
         models.lenet_cifar("custom", placement="middle")
 
 
+@needs_extra("backends", "jax", "scipy")  # Keras' NumPy backend imports both
 def test_models_build_and_run_without_tensorflow():
     """On Keras' NumPy backend, with TensorFlow unimportable: every builder, our BN inside,
     builds and computes. (Training on JAX and PyTorch: tests/test_backends.py.)"""

@@ -1,6 +1,5 @@
 """The PyTorch peer (benchmarks/peer_pytorch.py) and bench_peer's tables; no timing asserted."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -8,13 +7,12 @@ import sys
 
 import numpy as np
 import pytest
+from extras import needs_extra
 
 from bn_keras import models
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_HAS_TORCH = importlib.util.find_spec("torch") is not None
-needs_torch = pytest.mark.skipif(not _HAS_TORCH,
-                                 reason="PyTorch is not installed (pip install -e '.[peer]')")
+needs_torch = needs_extra("peer", "torch")
 
 
 def _script(name, *args, prelude="pass"):
