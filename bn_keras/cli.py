@@ -132,11 +132,25 @@ def exit_promptly_on_interrupt(describe: Callable[[], str] | None = None) -> Non
         except Exception:  # noqa: BLE001 - the exit must not depend on it
             saved = "completed work is saved"
         sys.stdout.flush()
-        print(f"\ninterrupted: {saved}; run the same command again to resume.",
+        # At a terminal a progress bar may hold the cursor mid-line: end that line first.
+        start = "\n" if sys.stdout.isatty() else ""
+        print(f"{start}interrupted: {saved}; run the same command again to resume.",
               file=sys.stderr, flush=True)
         os._exit(INTERRUPTED_EXIT_CODE)
 
     threading.Thread(target=watch, name="interrupt-watcher", daemon=True).start()
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a bad flag reported in one line (absl's own report is a
+    `FATAL Flags parsing error` line and a hint line)."""
+    from absl import flags
+
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        message = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        sys.exit(f"error: {message} (--help lists every flag)")
 
 
 def run(main: Callable[[list[str]], None],
@@ -169,7 +183,7 @@ def run(main: Callable[[list[str]], None],
             sys.exit(f"error: {e}")
 
     try:
-        app.run(guarded)
+        app.run(guarded, flags_parser=parse_flags)
     except SystemExit as e:
         # absl exits 1 after printing --help; asking for help is not a failure.
         asked_for_help = any(a.split("=")[0] in HELP_FLAGS for a in sys.argv[1:])
