@@ -19,9 +19,13 @@ selection and tuning), "test" is the official test set (final figures only).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import glob
+import logging
 import os
 import socket
+import textwrap
 from collections.abc import Callable
 
 import numpy as np
@@ -35,6 +39,8 @@ AUTOTUNE = tf.data.AUTOTUNE
 SEQUENCE_SHAPE = (128, 256)  # the tutorial's Conv1D example input
 _CIFAR10_HOST = "www.cs.toronto.edu"  # where TFDS downloads CIFAR-10 from
 _CLASS_SEED = 1234  # fixes what each synthetic class looks like
+
+log = logging.getLogger(__name__)
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -52,7 +58,10 @@ def load_cifar10(split: str, data_dir: str | None = None, download: bool = True)
 
     Reads a prepared copy from `data_dir` / $TFDS_DATA_DIR; if there is none
     and `download` is set, TFDS downloads and prepares it (needs internet).
-    Raises DataNotFoundError, in one line, when neither works.
+    A `data_dir` that does not exist is used when present only: with `download`,
+    TFDS' default directory is used instead (one command serves a machine with a
+    prepared copy and one with internet), and a log line says so. Raises
+    DataNotFoundError, in one line, when neither works.
     """
     import tensorflow_datasets as tfds
 
@@ -60,25 +69,45 @@ def load_cifar10(split: str, data_dir: str | None = None, download: bool = True)
         raise ValueError(f"Unknown split={split!r}; expected one of {', '.join(SPLITS)}.")
     data_dir = resolve_data_dir(data_dir)
     if data_dir is not None and not os.path.isdir(data_dir):
-        raise DataNotFoundError(f"data directory {data_dir!r} does not exist.")
+        if not download:
+            raise DataNotFoundError(f"data directory {data_dir!r} does not exist.")
+        log.warning("note: data directory %s does not exist; using TFDS' default "
+                    "(~/tensorflow_datasets), downloading CIFAR-10 there if needed.", data_dir)
+        data_dir = None
+
     def load(download_now: bool) -> tf.data.Dataset:
         return tfds.load("cifar10", split=SPLITS[split], data_dir=data_dir, as_supervised=True,
                          shuffle_files=False, download=download_now)
 
     where = os.path.join(data_dir or "~/tensorflow_datasets", "cifar10")
     try:
-        return load(download_now=False)  # the prepared copy, offline
+        with _tfds_warnings_hidden():  # a failure here only means "not prepared": said below
+            return load(download_now=False)  # the prepared copy, offline
     except Exception as e:  # noqa: BLE001 - TFDS raises many types; all mean "not prepared"
         if not download:
-            raise DataNotFoundError(_missing_message(where, "downloading is off")) from None
+            raise DataNotFoundError(_missing_message(where, "downloading is off", data_dir)
+                                    ) from None
         missing = e
     if not _can_reach(_CIFAR10_HOST):
-        reason = f"no network connection to {_CIFAR10_HOST}: {_first_line(missing)}"
-        raise DataNotFoundError(_missing_message(where, reason)) from None
+        reason = f"no network connection to {_CIFAR10_HOST}"
+        raise DataNotFoundError(_missing_message(where, reason, data_dir)) from missing
     try:
         return load(download_now=True)
     except Exception as e:  # noqa: BLE001
-        raise DataNotFoundError(_missing_message(where, _first_line(e))) from None
+        raise DataNotFoundError(_missing_message(where, _first_line(e), data_dir)) from None
+
+
+@contextlib.contextmanager
+def _tfds_warnings_hidden():
+    """TFDS' absl-logged warnings (e.g. "Variant folder ... has no dataset_info.json") off."""
+    from absl import logging as absl_logging
+
+    level = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(min(level, absl_logging.ERROR))
+    try:
+        yield
+    finally:
+        absl_logging.set_verbosity(level)
 
 
 def _can_reach(host: str, timeout: float = 5.0) -> bool:
@@ -93,13 +122,30 @@ def _can_reach(host: str, timeout: float = 5.0) -> bool:
 
 def _first_line(error: Exception) -> str:
     text = str(error).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__
+    line = text.splitlines()[0] if text else type(error).__name__
+    return textwrap.shorten(line, 200, placeholder=" ...")
 
 
-def _missing_message(where: str, reason: str) -> str:
-    return (f"CIFAR-10 is not prepared in {where} and could not be downloaded ({reason}). "
-            "Point --data_dir or TFDS_DATA_DIR at a TFDS data directory holding cifar10/3.0.2, "
-            "e.g. ../shared/datasets/tensorflow_datasets.")
+def _missing_message(where: str, reason: str, data_dir: str | None) -> str:
+    hint = ("Point --data_dir or TFDS_DATA_DIR at a TFDS data directory holding "
+            "cifar10/3.0.2.")
+    nearby = _prepared_below(data_dir) if data_dir else None
+    if nearby:
+        hint = f"{nearby} holds cifar10/: pass --data_dir={nearby}."
+    return f"CIFAR-10 is not prepared in {where} and could not be downloaded ({reason}). {hint}"
+
+
+def _prepared_below(data_dir: str) -> str | None:
+    """A folder directly inside `data_dir` holding a prepared cifar10/ (a --data_dir one level
+    too high), or None."""
+    try:
+        names = sorted(os.listdir(data_dir))
+    except OSError:
+        return None
+    for name in names:
+        if glob.glob(os.path.join(data_dir, name, "cifar10", "*", "dataset_info.json")):
+            return os.path.join(data_dir, name)
+    return None
 
 
 @dataclasses.dataclass(frozen=True)

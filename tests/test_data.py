@@ -125,9 +125,45 @@ def test_missing_data_is_one_clear_error(tmp_path):
                        match=r"not prepared in .*cifar10.*downloading is off"):
         data.load_cifar10("train", data_dir=str(tmp_path), download=False)
     with pytest.raises(data.DataNotFoundError, match="does not exist"):
-        data.load_cifar10("train", data_dir=str(tmp_path / "nowhere"))
+        data.load_cifar10("train", data_dir=str(tmp_path / "nowhere"), download=False)
     with pytest.raises(ValueError, match="Unknown split='dev'"):
         data.load_cifar10("dev")
+
+
+def test_a_data_dir_that_does_not_exist_falls_back_to_tfds_default(monkeypatch, tmp_path,
+                                                                    caplog):
+    import tensorflow_datasets as tfds
+
+    asked = []
+
+    def fake_load(name, data_dir=None, download=False, **kwargs):
+        asked.append((data_dir, download))
+        raise AssertionError("Dataset cifar10: could not find data")
+
+    monkeypatch.setattr(tfds, "load", fake_load)
+    monkeypatch.setattr(data, "_can_reach", lambda host: False)  # never download in tests
+    with pytest.raises(data.DataNotFoundError,
+                       match=r"not prepared in ~/tensorflow_datasets/cifar10 .*no network"):
+        data.load_cifar10("test", data_dir=str(tmp_path / "nowhere"))
+    assert asked == [(None, False)]
+    assert "does not exist; using TFDS' default" in caplog.text
+
+
+def test_a_data_dir_one_level_too_high_is_named_without_tfds_noise(tmp_path, caplog):
+    prepared = tmp_path / "tensorflow_datasets" / "cifar10" / "3.0.2"
+    prepared.mkdir(parents=True)
+    (prepared / "dataset_info.json").write_text("{}")
+    (tmp_path / "empty" / "cifar10" / "3.0.2").mkdir(parents=True)  # not prepared
+    with pytest.raises(data.DataNotFoundError) as error:
+        data.load_cifar10("test", data_dir=str(tmp_path / "empty"), download=False)
+    assert str(error.value).endswith("Point --data_dir or TFDS_DATA_DIR at a TFDS data "
+                                     "directory holding cifar10/3.0.2.")
+    with pytest.raises(data.DataNotFoundError) as error:
+        data.load_cifar10("test", data_dir=str(tmp_path), download=False)
+    nearby = tmp_path / "tensorflow_datasets"
+    assert str(error.value).endswith(f"{nearby} holds cifar10/: pass --data_dir={nearby}.")
+    assert "\n" not in str(error.value)
+    assert "Variant folder" not in caplog.text  # TFDS' warning about the empty folder
 
 
 def test_tfds_data_dir_environment_variable_is_honoured(monkeypatch, tmp_path):
