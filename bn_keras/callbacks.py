@@ -354,8 +354,9 @@ class EpochCommit(_EpochCallback):
             callback.set_state(saved.get(callback.state_key))
 
     def on_epoch_end(self, epoch, logs=None):
-        self.history = [row for row in self.history if row["epoch"] < epoch]
-        self.history.append({"epoch": epoch, "step": self.global_step(), **logs})
+        # Epochs are numbered from 1, as the progress lines print them.
+        self.history = [row for row in self.history if row["epoch"] <= epoch]
+        self.history.append({"epoch": epoch + 1, "step": self.global_step(), **logs})
         self.writers.flush()  # the epoch's TensorBoard points are on disk before the commit
         self.workdir.commit(self.model, {
             "epoch": epoch + 1, "step": self.global_step(), "history": self.history,

@@ -119,7 +119,7 @@ def plot_run_curves(history: Sequence[dict], path: str, title: str) -> str:
     """One training run, epoch by epoch: test and validation accuracy (left axis) and the
     training loss (right axis)."""
     fig, ax = axes()
-    epochs = [row["epoch"] + 1 for row in history]
+    epochs = [row["epoch"] for row in history]
     for key, label, style in (("test_accuracy", "test accuracy", "o-"),
                               ("val_accuracy", "validation accuracy", "s--"),
                               ("accuracy", "training accuracy", ":")):

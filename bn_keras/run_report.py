@@ -26,7 +26,7 @@ def write(workdir: str, output_dir: str, name: str, command: str,
     unfinished, from its last completed epoch.
     """
     w = Workdir(workdir)
-    final = atomic.read_json(w.final_metrics)
+    final = w.read_final()
     config = atomic.read_json(w.config)
     history = final["history"] if final else (w.latest().history if config else [])
     if not history:
@@ -67,7 +67,6 @@ def write(workdir: str, output_dir: str, name: str, command: str,
 
 def _row(record: dict[str, Any]) -> dict[str, Any]:
     row = {k: record.get(k) for k in COLUMNS}
-    row["epoch"] = record["epoch"] + 1
     if row["images_per_second"] is not None:
         row["images_per_second"] = round(row["images_per_second"])
     if row["epoch_seconds"] is not None:

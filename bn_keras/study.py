@@ -70,7 +70,7 @@ def run_study(arms: Sequence[Arm], seeds: Sequence[int], base: TrainConfig,
         log.info("[%d/%d] %s seed %d", i, total, a.name, seed)
         start = time.perf_counter()
         # Killed after training but before the result was written: the run is complete.
-        metrics = atomic.read_json(Workdir(run_dir).final_metrics) or training.run(config)
+        metrics = Workdir(run_dir).read_final() or training.run(config)
         result = {"arm": a.name, "seed": seed, "overrides": dict(a.overrides),
                   "config": dataclasses.asdict(config), **metrics,
                   "wall_seconds": time.perf_counter() - start,

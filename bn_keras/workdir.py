@@ -77,8 +77,16 @@ class Workdir:
             return Resume()
         directory = os.path.join(self.backup, f"epoch-{epochs[-1]:04d}")
         state = atomic.read_json(os.path.join(directory, STATE_FILE))
+        state["history"] = numbered_from_one(state.get("history", []))
         return Resume(epoch=state["epoch"], step=state["step"], state=state,
                       checkpoint=os.path.join(directory, WEIGHTS_FILE))
+
+    def read_final(self) -> dict[str, Any] | None:
+        """final_metrics.json of a finished run (None if unfinished), epochs numbered from 1."""
+        final = atomic.read_json(self.final_metrics)
+        if final is not None:
+            final["history"] = numbered_from_one(final.get("history", []))
+        return final
 
     def check(self, config: TrainConfig) -> Resume:
         """Where `config` starts in this directory; raises, writing nothing, if it cannot.
@@ -144,7 +152,7 @@ class Workdir:
         self.write_metrics_csv(state["history"])
 
     def write_metrics_csv(self, history: list[dict[str, Any]]) -> None:
-        """metrics.csv: one row per committed epoch, `epoch` (0-based) first."""
+        """metrics.csv: one row per committed epoch, `epoch` (from 1) first."""
         if not history:
             if os.path.exists(self.metrics_csv):
                 os.remove(self.metrics_csv)
@@ -168,6 +176,14 @@ class Workdir:
         """The final model, then final_metrics.json, the mark of a finished run."""
         self.save_model(model, self.final_model)
         atomic.write_json(self.final_metrics, metrics)
+
+
+def numbered_from_one(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A run's per-epoch history with epochs numbered from 1, as they are printed; earlier
+    versions of the package wrote them from 0."""
+    if history and history[0].get("epoch") == 0:
+        return [{**row, "epoch": row["epoch"] + 1} for row in history]
+    return history
 
 
 def describe(path: str) -> str:

@@ -54,7 +54,7 @@ def test_run_writes_everything_under_the_workdir(tmp_path):
                  "checkpoints/best.keras", "backup/epoch-0002/model.weights.h5"):
         assert os.path.exists(tmp_path / name), name
     rows = _csv(tmp_path)
-    assert [int(r["epoch"]) for r in rows] == [0, 1] and [int(r["step"]) for r in rows] == [16, 32]
+    assert [int(r["epoch"]) for r in rows] == [1, 2] and [int(r["step"]) for r in rows] == [16, 32]
     with open(tmp_path / "config.json") as f:
         assert json.load(f)["bn"] == "custom"
     with open(tmp_path / "final_metrics.json") as f:
@@ -152,7 +152,7 @@ def test_interrupted_runs_resume_to_the_uninterrupted_result(tmp_path, monkeypat
     mid = _config(tmp_path / "mid", epochs=3)
     with pytest.raises(KeyboardInterrupt):
         training.run(mid, extra_callbacks=[stop_at(2, 5)])
-    assert [int(r["epoch"]) for r in _csv(tmp_path / "mid")] == [0, 1]
+    assert [int(r["epoch"]) for r in _csv(tmp_path / "mid")] == [1, 2]
     resumed = training.run(mid)
     assert resumed["epochs_run_this_session"] == 1
     assert _results(tmp_path / "mid") == _results(tmp_path / "ref")

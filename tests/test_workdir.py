@@ -21,8 +21,8 @@ def _model():
 
 def _state(epoch):
     return {"epoch": epoch, "step": 10 * epoch,
-            "history": [{"epoch": e, "step": 10 * (e + 1), "loss": 1.0 / (e + 1)}
-                        for e in range(epoch)], "callbacks": {}}
+            "history": [{"epoch": e, "step": 10 * e, "loss": 1.0 / e}
+                        for e in range(1, epoch + 1)], "callbacks": {}}
 
 
 def test_commit_keeps_only_the_latest_epoch_and_restores_it(tmp_path):
@@ -40,7 +40,15 @@ def test_commit_keeps_only_the_latest_epoch_and_restores_it(tmp_path):
     np.testing.assert_array_equal(fresh.layers[1].kernel.numpy(), model.layers[1].kernel.numpy())
     assert int(fresh.optimizer.iterations.numpy()) == 7  # the optimizer's state too
     assert open(tmp_path / "metrics.csv").read().splitlines() == [
-        "epoch,loss,step", "0,1.0,10", "1,0.5,20"]
+        "epoch,loss,step", "1,1.0,10", "2,0.5,20"]
+
+
+def test_history_written_from_epoch_0_by_earlier_versions_reads_from_1(tmp_path):
+    w = workdir.Workdir(str(tmp_path))
+    old = _state(2)
+    old["history"] = [{**row, "epoch": row["epoch"] - 1} for row in old["history"]]
+    w.commit(_model(), old)
+    assert [row["epoch"] for row in w.latest().history] == [1, 2]
 
 
 def test_a_commit_cut_short_leaves_the_previous_epoch(tmp_path, monkeypatch):
