@@ -15,7 +15,7 @@ checkpoint not (the peer's epochs hold only training too). Tables give the media
 over rounds and the min-max; the ratio is the median of the per-round ratios, each
 from two processes run back to back.
 
-Targets (issue 12): ours >= 1.0x the peer at batch 10 and >= 1.3x at batch 128
+Targets: ours >= 1.0x the peer at batch 10 and >= 1.3x at batch 128
 (LeNet with BN), ResNet-20 >= 1.0x at batch 128; our BN LeNet <= 1.2x the time of
 our no-BN LeNet. Needs PyTorch: pip install -e '.[peer]'.
 

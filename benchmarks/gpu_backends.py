@@ -1,8 +1,7 @@
 """Our BN on JAX and PyTorch on a GPU: the equivalence grid, layer timings, LeNet training.
 
-One prepared run for a machine with a GPU and no TensorFlow (the lent H100/H200:
-CUDA 13, PyTorch and JAX installed, no TensorFlow). For each of --backends, in
-a fresh process per backend (Keras picks its backend at import):
+One run for a machine with a GPU, JAX and PyTorch; it needs no TensorFlow. For each of
+--backends, in a fresh process per backend (Keras picks its backend at import):
 
 1. grid: experiments/validate_bn.py, ours vs that backend's built-in on every
    configuration -> validation_<backend>.md/.csv;
@@ -21,25 +20,15 @@ then gpu_backends.md, the results table, naming the card. Every part's output
 and log lands under --output_dir (logs/), and a failed part is reported in the
 table without stopping the others.
 
-Run it on the device tool (the machine has absl-py, numpy, rich, h5py,
-ml-dtypes and packaging; Keras 3.15.1, namex and optree travel as wheels for
-its Python 3.12):
+On the GPU machine, with Keras 3.15 installed beside JAX and PyTorch (TensorFlow is not
+needed), from the repository root:
 
-    # here, once: the wheels, in the ignored folder wheels/ that the run carries
-    pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-        -d wheels keras==3.15.1 namex optree
-    # the device command (carry=["wheels"], about 3 MB), run from the repository root:
-    python3 -m pip install -q --no-index --no-deps --target /tmp/site wheels/*.whl && \
-    export PYTHONPATH=/tmp/site:$PWD && PYTHONUNBUFFERED=1 timeout 530 \
-    python3 benchmarks/gpu_backends.py --output_dir=/tmp/g --parts=lenet,peer,grid,layer \
-        --part_timeout_s=150; cd /tmp && tar czf $OUT/gpu_backends.tar.gz g
-    # then unpack it into experiments/results/gpu_<card>/ and commit it
+    pip install keras==3.15.1 absl-py
+    PYTHONPATH=$PWD python benchmarks/gpu_backends.py --output_dir=gpu_results \
+        --parts=lenet,peer,grid,layer --part_timeout_s=150
 
 Measured on an H200 (experiments/results/gpu_h200/): the whole run took about
-4 minutes, each part 12-67 s; with the machine's start, about 5 minutes (313 s) of the
-session's 15. The output folder holds more than the 8 files a device call
-returns, hence the tar.
+4 minutes, each part 12-67 s.
 
 On a CPU, --smoke runs every part with tiny sizes in about two minutes, so the
 script is known to work before a GPU is spent on it:

@@ -33,7 +33,7 @@ def test_equals_builtin(case):
     assert result["passed"], result
 
 
-def test_grid_covers_the_issue():
+def test_grid_covers_every_shape_axis_batch_size_and_conditioning():
     names = " ".join(c.name for c in GRID)
     for shape_kind in ("x120 axis=-1", "x126x64 axis=-1", "x64x126 axis=1", "x28x28x6 axis=-1",
                        "x16x10x10 axis=1", "offset=10000", "constant", "mixed_float16"):
