@@ -20,6 +20,8 @@ cli.quiet_tensorflow()
 
 from absl import flags  # noqa: E402
 
+from bn_keras.errors import InvalidSetting  # noqa: E402
+
 FLAGS = flags.FLAGS
 
 SHAPES = [(128, 28, 28, 6), (128, 10, 10, 16), (256, 32, 32, 64), (128, 120), (32, 126, 64)]
@@ -51,7 +53,7 @@ def time_layers(layers: dict, shape: tuple[int, ...], rounds: int, iterations: i
     """Median ms per training step (and inference call) of each named layer on `shape`."""
     import numpy as np
 
-    from bn_keras import layer_steps
+    from bn_keras.testing import layer_steps
 
     for layer in layers.values():
         layer.build(shape)
@@ -126,7 +128,7 @@ def main(argv: list[str]) -> None:
     backend = keras.config.backend()
     if FLAGS.crossover:
         if backend != "tensorflow":
-            raise ValueError(f"--crossover times TensorFlow's fast paths; KERAS_BACKEND is "
+            raise InvalidSetting(f"--crossover times TensorFlow's fast paths; KERAS_BACKEND is "
                              f"{backend!r}.")
         crossover(FLAGS.rounds, FLAGS.iterations, FLAGS.steps_per_call)
         return
@@ -153,14 +155,14 @@ def _parse_shape(text: str) -> tuple[int, ...]:
     except ValueError:
         shape = ()
     if len(shape) < 2 or min(shape) < 1:
-        raise ValueError(f"--shapes: {text!r} is not a shape like 128x120 (2+ positive sizes).")
+        raise InvalidSetting(f"--shapes: {text!r} is not a shape like 128x120 (2+ positive sizes).")
     return shape
 
 
 def _device() -> str:
-    from bn_keras import devices
+    from bn_keras import backends
 
-    return devices.describe()
+    return backends.current().device_name()
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ CIFAR-shaped data with every default callback on (TensorBoard, BN diagnostics at
 their default period, checkpoints, backup, CSV log; its progress bar writes to a
 pipe), and `benchmarks/peer_pytorch.py`, the tutorial's plain PyTorch loop with BN
 wired in where ours sits. They alternate, case after case, round after round
-(`bn_keras.timing.interleaved`), so machine drift hits both alike.
+(`bn_keras.testing.timing.interleaved`), so machine drift hits both alike.
 
 A process's figure is its best epoch after the first (the first includes tracing
 and warm-up; on a shared machine noise only slows an epoch down). Ours is read
@@ -47,12 +47,14 @@ from collections.abc import Callable, Mapping
 
 from absl import flags
 
-from bn_keras import cli, timing
+from bn_keras import cli
+from bn_keras.errors import InvalidSetting
+from bn_keras.testing import timing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_SCRIPT = os.path.join(ROOT, "experiments", "train.py")
 PEER_SCRIPT = os.path.join(ROOT, "benchmarks", "peer_pytorch.py")
-# The per-epoch throughput column that bn_keras.training writes to metrics.csv.
+# The per-epoch throughput column that bn_keras.train.training writes to metrics.csv.
 IMAGES_PER_SECOND_COLUMN = "images_per_second"
 MISSING_TORCH = "PyTorch is not installed; pip install -e '.[peer]'"
 MODEL_NAMES = {"lenet": "LeNet", "resnet20": "ResNet-20"}
@@ -97,7 +99,7 @@ def select_cases(models: list[str], batch_sizes: list[int], resnet_batch_sizes: 
 def steady_state(images_per_second: list[float]) -> float:
     """A process's figure: its best epoch after the first."""
     if len(images_per_second) < 2:
-        raise ValueError(f"need at least 2 epochs to skip the first, got {images_per_second}.")
+        raise InvalidSetting(f"need at least 2 epochs to skip the first, got {images_per_second}.")
     return max(images_per_second[1:])
 
 
@@ -106,7 +108,7 @@ def read_images_per_second(metrics_csv: str) -> list[float]:
     with open(metrics_csv) as f:
         rows = list(csv.DictReader(f))
     if rows and IMAGES_PER_SECOND_COLUMN not in rows[0]:
-        raise ValueError(f"{metrics_csv} has no {IMAGES_PER_SECOND_COLUMN!r} column "
+        raise InvalidSetting(f"{metrics_csv} has no {IMAGES_PER_SECOND_COLUMN!r} column "
                          f"(columns: {', '.join(rows[0])}); update IMAGES_PER_SECOND_COLUMN.")
     return [float(row[IMAGES_PER_SECOND_COLUMN]) for row in rows]
 
@@ -286,29 +288,29 @@ def _batch_sizes(values: list[str], flag: str) -> list[int]:
     try:
         sizes = [int(v) for v in values]
     except ValueError:
-        raise ValueError(f"--{flag}={','.join(values)}: expected integers.") from None
+        raise InvalidSetting(f"--{flag}={','.join(values)}: expected integers.") from None
     if any(size < 2 for size in sizes):
-        raise ValueError(f"--{flag}={','.join(values)}: batch sizes must be at least 2.")
+        raise InvalidSetting(f"--{flag}={','.join(values)}: batch sizes must be at least 2.")
     return sizes
 
 
 def main(argv: list[str]) -> None:
     del argv
     if importlib.util.find_spec("torch") is None:
-        raise ValueError(MISSING_TORCH)
+        raise InvalidSetting(MISSING_TORCH)
     f = flags.FLAGS
     unknown = sorted(set(f.models) - set(MODEL_NAMES))
     if unknown:
-        raise ValueError(f"--models: unknown {', '.join(unknown)}; expected some of "
+        raise InvalidSetting(f"--models: unknown {', '.join(unknown)}; expected some of "
                          f"{', '.join(MODEL_NAMES)}.")
     cases = select_cases(f.models, _batch_sizes(f.batch_sizes, "batch_sizes"),
                          _batch_sizes(f.resnet_batch_sizes, "resnet_batch_sizes"), f.lenet_nobn)
     if not cases:
-        raise ValueError("nothing to measure: --models and the batch sizes select no case.")
+        raise InvalidSetting("nothing to measure: --models and the batch sizes select no case.")
     examples = {model: f[flag].value for model, flag in EXAMPLES_FLAGS.items()}
     for case in cases:
         if examples[case.model] % case.batch_size:
-            raise ValueError(f"--{EXAMPLES_FLAGS[case.model]}={examples[case.model]} is not a "
+            raise InvalidSetting(f"--{EXAMPLES_FLAGS[case.model]}={examples[case.model]} is not a "
                              f"multiple of batch size {case.batch_size}: both sides must run "
                              "full batches only.")
     load_before = os.getloadavg()[0]

@@ -6,7 +6,7 @@ Measures, in one process on the real CIFAR-10 training split (or --synthetic dat
   as it produces;
 - the images/s LeNet's training step consumes (model.fit on --steps batches
   already in memory, so the pipeline costs nothing), for each BN mode.
-All of them in turn, round after round (bn_keras.timing.interleaved, after one
+All of them in turn, round after round (bn_keras.testing.timing.interleaved, after one
 warm-up round), so they share the machine's drift; the table gives medians,
 and each ratio is the median of its per-round ratios.
 
@@ -27,7 +27,8 @@ from collections.abc import Callable  # noqa: E402
 
 from absl import flags  # noqa: E402
 
-from bn_keras import cifar  # noqa: E402
+from bn_keras.data import cifar  # noqa: E402
+from bn_keras.errors import InvalidSetting  # noqa: E402
 
 FLAGS = flags.FLAGS
 TARGET = 5.0  # pipeline images/s over training-step images/s, with and without augmentation
@@ -50,7 +51,7 @@ def define_flags() -> None:
 
 def pipeline_images_per_second(dataset, images: int) -> Callable[[], float]:
     """A measure: images/s of one full pass over `dataset`, which yields `images` images."""
-    from bn_keras import timing
+    from bn_keras.testing import timing
 
     def epoch():
         for _ in dataset:
@@ -64,7 +65,8 @@ def training_images_per_second(bn: str, batches) -> Callable[[], float]:
     import keras
     import tensorflow as tf
 
-    from bn_keras import models, timing
+    from bn_keras import models
+    from bn_keras.testing import timing
 
     model = models.lenet_cifar(bn)
     model.compile(optimizer=keras.optimizers.Adam(1e-3),
@@ -86,19 +88,20 @@ def verdict(ratio: float) -> str:
 
 def main(argv: list[str]) -> None:
     del argv
-    from bn_keras import data, timing
+    from bn_keras.data import pipelines, sources
+    from bn_keras.testing import timing
 
-    examples = (data.synthetic_images(FLAGS.synthetic_examples) if FLAGS.synthetic
-                else data.cifar10_examples("train", FLAGS.data_dir, download=False))
+    examples = (sources.synthetic_images(FLAGS.synthetic_examples) if FLAGS.synthetic
+                else sources.cifar10_examples("train", FLAGS.data_dir, download=False))
     images = len(examples)
-    pipelines = {augment: data.TrainingStream(examples, FLAGS.batch_size, seed=0,
-                                              augment=augment).epoch(0)
-                 for augment in PIPELINES}
-    batches = [b for b in pipelines[False].take(FLAGS.steps) if b[0].shape[0] == FLAGS.batch_size]
+    streams = {augment: pipelines.TrainingStream(examples, FLAGS.batch_size, seed=0,
+                                                 augment=augment).epoch(0)
+               for augment in PIPELINES}
+    batches = [b for b in streams[False].take(FLAGS.steps) if b[0].shape[0] == FLAGS.batch_size]
     if not batches:
-        raise ValueError(f"--batch_size={FLAGS.batch_size} is more than the {images} images.")
+        raise InvalidSetting(f"--batch_size={FLAGS.batch_size} is more than the {images} images.")
     measures = {PIPELINES[augment]: pipeline_images_per_second(ds, images)
-                for augment, ds in pipelines.items()}
+                for augment, ds in streams.items()}
     measures.update({bn: training_images_per_second(bn, batches) for bn in BN_MODES})
     samples = timing.interleaved(measures, FLAGS.rounds)
     rates = timing.medians(samples)

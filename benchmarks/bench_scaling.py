@@ -55,7 +55,7 @@ def main(argv: list[str]) -> None:
     # Before TensorFlow's runtime starts: two logical devices for MirroredStrategy.
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from bn_keras import training
+    from bn_keras.train import TrainConfig, training
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -64,7 +64,7 @@ def main(argv: list[str]) -> None:
                 ("1 replica (one device)", tf.distribute.OneDeviceStrategy(devices[0])),
                 ("2 replicas (MirroredStrategy, 2 logical CPUs)",
                  tf.distribute.MirroredStrategy(devices[:2]))):
-            config = training.TrainConfig(
+            config = TrainConfig(
                 dataset="synthetic", synthetic_examples=FLAGS.examples, epochs=FLAGS.epochs,
                 batch_size=FLAGS.batch_size, verbose=0, workdir=os.path.join(tmp, label[:1]))
             metrics = training.run(config, strategy_override=strategy)

@@ -2,7 +2,7 @@
 
 Exports the same model twice (BN folded into conv/dense, and not), loads both
 with tf.saved_model.load and times the serving_default signature on uint8
-batches of 1 and 256, in turn, round after round (bn_keras.timing.interleaved,
+batches of 1 and 256, in turn, round after round (bn_keras.testing.timing.interleaved,
 after one warm-up round), in one process; the table gives medians.
 
     python benchmarks/bench_serving.py [--model=lenet|resnet20] [--workdir=runs/x]
@@ -20,7 +20,8 @@ from collections.abc import Callable  # noqa: E402
 
 from absl import flags  # noqa: E402
 
-from bn_keras import cifar  # noqa: E402
+from bn_keras.data import cifar  # noqa: E402
+from bn_keras.errors import NotFound  # noqa: E402
 
 FLAGS = flags.FLAGS
 BATCHES = ((1, 200), (256, 10))  # (batch size, calls per timing)
@@ -36,23 +37,21 @@ def define_flags() -> None:
 
 def seconds_per_batch(signature, images, calls: int) -> Callable[[], float]:
     """A measure: mean seconds of `signature(image=images)` over `calls` calls."""
-    from bn_keras import timing
+    from bn_keras.testing import timing
 
     return lambda: timing.seconds_per_call(lambda: signature(image=images), calls,
                                            sync=lambda out: out["logits"].numpy())
 
 
 def load_model():
-    import keras
-
-    from bn_keras import models
+    from bn_keras import models, saving
 
     if FLAGS.workdir is None:
         return models.build_model(FLAGS.model, "custom")
     path = os.path.join(FLAGS.workdir, "checkpoints", "best.keras")
     if not os.path.exists(path):
-        raise FileNotFoundError(f"no checkpoint at {path}; is --workdir a training run?")
-    return keras.models.load_model(path)
+        raise NotFound(f"no checkpoint at {path}; is --workdir a training run?")
+    return saving.load_model(path)
 
 
 def main(argv: list[str]) -> None:
@@ -60,7 +59,8 @@ def main(argv: list[str]) -> None:
     import numpy as np
     import tensorflow as tf
 
-    from bn_keras import export, timing
+    from bn_keras.serve import export
+    from bn_keras.testing import timing
 
     model = load_model()
     rng = np.random.default_rng(0)

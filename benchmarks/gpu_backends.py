@@ -48,6 +48,7 @@ import time
 from absl import flags
 
 from bn_keras import cli
+from bn_keras.errors import InvalidSetting
 
 FLAGS = flags.FLAGS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -162,9 +163,9 @@ def run_child(child: str, batch_sizes: list[int], steps: int, epochs: int, outpu
     else:
         import keras
 
-        from bn_keras import devices
+        from bn_keras import backends
 
-        report = {"device": devices.describe(),
+        report = {"device": backends.current().device_name(),
                   "versions": f"Keras {keras.__version__} on {keras.config.backend()} "
                               f"{_backend_version(keras.config.backend())}",
                   "images_per_second": {bn: {str(b): lenet_images_per_second(bn, b, steps, epochs)
@@ -289,7 +290,7 @@ def main(argv: list[str]) -> None:
         return
     unknown = sorted(set(FLAGS.parts) - set(PARTS))
     if unknown:
-        raise ValueError(f"--parts: unknown {unknown}; expected some of {', '.join(PARTS)}.")
+        raise InvalidSetting(f"--parts: unknown {unknown}; expected some of {', '.join(PARTS)}.")
     out = os.path.abspath(FLAGS.output_dir)
     os.makedirs(os.path.join(out, "logs"), exist_ok=True)
     statuses = {}

@@ -33,7 +33,8 @@ import time
 from absl import flags
 
 from bn_keras import cli
-from bn_keras.cifar import IMAGE_SHAPE, MEAN, NUM_CLASSES, STD
+from bn_keras.data.cifar import IMAGE_SHAPE, MEAN, NUM_CLASSES, STD
+from bn_keras.errors import InvalidSetting
 
 try:
     import torch
@@ -143,7 +144,7 @@ class ResNet20(nn.Module):
 def build_model(name: str, bn: bool) -> nn.Module:
     """The peer network by name (`lenet`, `resnet20`)."""
     if name not in MODELS:
-        raise ValueError(f"Unknown model={name!r}; expected one of {', '.join(MODELS)}.")
+        raise InvalidSetting(f"Unknown model={name!r}; expected one of {', '.join(MODELS)}.")
     return LeNet(bn) if name == "lenet" else ResNet20(bn)
 
 
@@ -161,7 +162,8 @@ def synthetic_data(examples: int, seed: int = 0) -> tuple[torch.Tensor, torch.Te
 
 def make_optimizer(name: str, params, learning_rate: float | None = None):
     if name not in OPTIMIZERS:
-        raise ValueError(f"Unknown optimizer={name!r}; expected one of {', '.join(OPTIMIZERS)}.")
+        raise InvalidSetting(f"Unknown optimizer={name!r}; expected one of "
+                             f"{', '.join(OPTIMIZERS)}.")
     lr = learning_rate or LEARNING_RATES[name]
     if name == "adam":
         return torch.optim.Adam(params, lr=lr)
@@ -173,7 +175,7 @@ def train(model: str, bn: bool, batch_size: int, examples: int, epochs: int,
           seed: int = 0) -> dict:
     """Trains the peer with the tutorial's loop; returns images/s per epoch and the setup."""
     if examples < batch_size:
-        raise ValueError(f"examples={examples} is fewer than one batch of {batch_size}.")
+        raise InvalidSetting(f"examples={examples} is fewer than one batch of {batch_size}.")
     if threads is not None:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)

@@ -4,8 +4,10 @@
   (oneDNN notices, "failed call to cuInit", ...) and, in `run`, no INFO lines of
   TensorFlow or TFDS, unless `--verbosity` is 0 or more (absl's own flag: 0 is
   INFO, 1 and up DEBUG).
-- `run(main)`: absl.app.run(main) with one line and a non-zero exit for every
-  user error, progress lines from the `bn_keras` loggers on stdout, and Ctrl-C
+- `run(main)`: absl.app.run(main) with one line and a non-zero exit for a bad
+  flag and for every user error (bn_keras.errors.UserError: anything else is a
+  bug and keeps its traceback), progress lines from the `bn_keras` loggers on
+  stdout, and Ctrl-C
   answered within a moment: a line saying what is saved and how to resume,
   exit status 130. Everything a run keeps is written atomically (a temporary
   file, then a rename), so stopping at any instant loses only the unfinished
@@ -23,10 +25,6 @@ import sys
 import threading
 from collections.abc import Callable
 
-# Errors a user can cause (bad flag values, paths, data); anything else is a bug
-# and keeps its traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, FileExistsError,
-               PermissionError)
 HELP_FLAGS = ("--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
 INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
@@ -175,9 +173,11 @@ def run(main: Callable[[list[str]], None],
             absl_logging.set_verbosity(absl_logging.WARNING)
         configure_logging()
         exit_promptly_on_interrupt(on_interrupt)
+        from bn_keras.errors import UserError
+
         try:
             main(argv)
-        except USER_ERRORS as e:
+        except UserError as e:
             if traceback_wanted:
                 raise
             sys.exit(f"error: {e}")

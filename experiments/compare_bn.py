@@ -1,6 +1,6 @@
 """The BN study on the real CIFAR-10: the tutorial's experiment done right, and its extensions.
 
---study picks one experiment of bn_keras.studies (each arm trained with --seeds seeds):
+--study picks one experiment of bn_keras.study.experiments (each arm trained with --seeds seeds):
 
   compare    the tutorial's setting: LeNet, Adam lr 1e-4, batch 10, mean training loss every
              500 mini-batches, test accuracy per epoch; arms: no BN, the tutorial's network as
@@ -32,13 +32,14 @@ cli.quiet_tensorflow()
 
 from absl import flags  # noqa: E402
 
-from bn_keras import studies, study_report, tables  # noqa: E402
+from bn_keras import tables  # noqa: E402
+from bn_keras.study import experiments, report  # noqa: E402
 
 FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    flags.DEFINE_enum("study", "compare", list(studies.STUDIES), "Which experiment to run.")
+    flags.DEFINE_enum("study", "compare", list(experiments.STUDIES), "Which experiment to run.")
     flags.DEFINE_bool("quick", False, "Reduced version (2-9 minutes on 2 cores).")
     flags.DEFINE_integer("seeds", None, "Seeds per arm (default: the study's, 3).",
                          lower_bound=1)
@@ -48,19 +49,19 @@ def define_flags() -> None:
     flags.DEFINE_string("runs_dir", "runs/study", "Where each run's workdir goes (cached).")
 
 
-def selected_study() -> studies.Study:
-    return studies.get(FLAGS.study, FLAGS.quick, FLAGS.data_dir, FLAGS.seeds)
+def selected_study() -> experiments.Study:
+    return experiments.get(FLAGS.study, FLAGS.quick, FLAGS.data_dir, FLAGS.seeds)
 
 
 def main(argv: list[str]) -> None:
     del argv
     command = "python experiments/compare_bn.py " + " ".join(sys.argv[1:])
-    out = study_report.conduct(selected_study(), FLAGS.output_dir, FLAGS.runs_dir, command)
+    out = report.conduct(selected_study(), FLAGS.output_dir, FLAGS.runs_dir, command)
     print(tables.markdown_table(out["rows"], out["columns"]))
     print(f"wrote {out['report']} ({out['wall_seconds']:.0f} s); TensorBoard: "
-          f"tensorboard --logdir={study_report.runs_dir(selected_study(), FLAGS.runs_dir)}")
+          f"tensorboard --logdir={report.runs_dir(selected_study(), FLAGS.runs_dir)}")
 
 
 if __name__ == "__main__":
     define_flags()
-    cli.run(main, on_interrupt=lambda: study_report.progress(selected_study(), FLAGS.runs_dir))
+    cli.run(main, on_interrupt=lambda: report.progress(selected_study(), FLAGS.runs_dir))

@@ -24,6 +24,8 @@ import tempfile  # noqa: E402
 
 from absl import flags  # noqa: E402
 
+from bn_keras.errors import InvalidSetting, NotFound, UserError  # noqa: E402
+
 FLAGS = flags.FLAGS
 FOLD_TOLERANCE = 1e-4
 
@@ -45,16 +47,16 @@ def define_flags() -> None:
 
 def _model_path(workdir: str | None, model_path: str | None) -> str:
     if bool(workdir) == bool(model_path):
-        raise ValueError("give exactly one of --workdir or --model_path.")
+        raise InvalidSetting("give exactly one of --workdir or --model_path.")
     if model_path:
         if not os.path.isfile(model_path):
-            raise FileNotFoundError(f"no model file at {model_path!r}.")
+            raise NotFound(f"no model file at {model_path!r}.")
         return model_path
     for candidate in ("checkpoints/best.keras", "final.keras"):
         path = os.path.join(workdir, candidate)
         if os.path.isfile(path):
             return path
-    raise FileNotFoundError(f"{workdir!r} holds no checkpoints/best.keras or final.keras: "
+    raise NotFound(f"{workdir!r} holds no checkpoints/best.keras or final.keras: "
                             "is it a training work directory?")
 
 
@@ -70,36 +72,35 @@ def _run_metadata(workdir: str | None) -> dict:
 
 
 def test_images(dataset: str, data_dir: str | None):
-    from bn_keras import data
+    from bn_keras.data import sources
 
-    source = (data.synthetic_images(1000, seed=7) if dataset == "synthetic"
-              else data.cifar10_examples("test", data_dir, download=False))
+    source = (sources.synthetic_images(1000, seed=7) if dataset == "synthetic"
+              else sources.cifar10_examples("test", data_dir, download=False))
     return source.inputs, source.labels
 
 
 def run(workdir, model_path, name, base_dir, version, overwrite, fold_bn, dataset, data_dir,
         verify) -> dict:
-    import keras
     import numpy as np
 
-    import bn_keras.models  # noqa: F401 - registers our layers for loading
-    from bn_keras import export
+    from bn_keras import layers, saving
+    from bn_keras.serve import export
 
     path = _model_path(workdir, model_path)
-    model = keras.models.load_model(path)
+    model = saving.load_model(path)
     name = name or os.path.basename(os.path.normpath(workdir or os.path.splitext(path)[0]))
     images, labels = test_images(dataset, data_dir)
     reference = export.keras_logits(model, images)
     report = {"source": path, "test_accuracy_keras": float(np.mean(reference.argmax(-1) == labels))}
     if fold_bn:
-        folded = export.compare_logits(export.keras_logits(export.fold_batch_norm(model), images),
+        folded = export.compare_logits(export.keras_logits(layers.fold_batch_norm(model), images),
                                        reference)
         report["folded_vs_unfolded"] = folded
-        print(f"BN folding: {len(export.foldable_pairs(model))} BN layers folded; max |logit diff| "
+        print(f"BN folding: {len(layers.foldable_pairs(model))} BN layers folded; max |logit diff| "
               f"{folded['max_abs_logit_diff']:.2e} over {len(images)} test images, predicted "
               f"classes differ on {folded['class_mismatch_rate']:.2%}")
         if folded["max_abs_logit_diff"] > FOLD_TOLERANCE or folded["class_mismatch_rate"] > 0:
-            raise ValueError(f"the folded model differs from the unfolded one beyond "
+            raise UserError(f"the folded model differs from the unfolded one beyond "
                              f"{FOLD_TOLERANCE:g}: {folded}; export it with --nofold_bn.")
     metadata = {**_run_metadata(workdir), "source_model": path,
                 "test_accuracy": report["test_accuracy_keras"], "checked_on": dataset}
@@ -115,7 +116,7 @@ def run(workdir, model_path, name, base_dir, version, overwrite, fold_bn, datase
             proc = subprocess.run([sys.executable, script, f"--saved_model={target}",
                                    f"--reference={reference_file}"])
         if proc.returncode != 0:
-            raise ValueError(f"verification of {target} failed (see above).")
+            raise UserError(f"verification of {target} failed (see above).")
     return report
 
 

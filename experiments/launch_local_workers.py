@@ -24,6 +24,8 @@ import time  # noqa: E402
 
 from absl import flags, logging  # noqa: E402
 
+from bn_keras.errors import UserError  # noqa: E402
+
 FLAGS = flags.FLAGS
 TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")
 
@@ -84,7 +86,7 @@ def launch(num_workers: int, train_args: list[str], timeout: float,
 def main(argv):
     codes = launch(FLAGS.num_workers, argv[1:], FLAGS.timeout)
     if any(codes):
-        raise ValueError(f"workers exited with codes {codes}; the run stopped. Run the same "
+        raise UserError(f"workers exited with codes {codes}; the run stopped. Run the same "
                          "command again to resume from the last completed epoch.")
     print(f"all {FLAGS.num_workers} workers finished")
 

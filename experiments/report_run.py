@@ -34,10 +34,10 @@ def main(argv: list[str]) -> None:
     del argv
     import os
 
-    from bn_keras import run_report
+    from bn_keras.train import report
 
     name = FLAGS.name or os.path.basename(os.path.normpath(FLAGS.workdir))
-    path = run_report.write(FLAGS.workdir, FLAGS.output_dir, name, FLAGS.command,
+    path = report.write(FLAGS.workdir, FLAGS.output_dir, name, FLAGS.command,
                             FLAGS.wall_seconds, FLAGS.notes)
     print(f"wrote {path}")
 

@@ -19,6 +19,7 @@ import tempfile
 from absl import flags
 
 from bn_keras import cli
+from bn_keras.errors import InvalidSetting, NotFound, UserError
 
 FLAGS = flags.FLAGS
 # View name -> the TensorBoard URL fragment that shows it (smoothing off: one point per epoch).
@@ -51,21 +52,21 @@ def screenshot(chromium: str, url: str, path: str, width: int, height: int) -> N
                                f"--screenshot={path}", url],
                               capture_output=True, text=True, timeout=180)
     if proc.returncode != 0 or not os.path.exists(path):
-        raise ValueError(f"chromium failed on {url}: {proc.stderr.strip()[-300:]}")
+        raise UserError(f"chromium failed on {url}: {proc.stderr.strip()[-300:]}")
 
 
 def main(argv: list[str]) -> None:
     del argv
-    from bn_keras import tensorboard_server
+    from bn_keras.testing import tensorboard_server
 
     if shutil.which(FLAGS.chromium) is None:
-        raise FileNotFoundError(f"no {FLAGS.chromium!r} binary; install Debian's chromium "
+        raise NotFound(f"no {FLAGS.chromium!r} binary; install Debian's chromium "
                                 "package or pass --chromium.")
     if not os.path.isdir(FLAGS.logdir):
-        raise FileNotFoundError(f"--logdir={FLAGS.logdir!r} is not a directory.")
+        raise NotFound(f"--logdir={FLAGS.logdir!r} is not a directory.")
     unknown = sorted(set(FLAGS.views) - set(VIEWS))
     if unknown:
-        raise ValueError(f"unknown --views {unknown}; expected some of {', '.join(VIEWS)}.")
+        raise InvalidSetting(f"unknown --views {unknown}; expected some of {', '.join(VIEWS)}.")
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     with tensorboard_server.serve(FLAGS.logdir) as url:
         tensorboard_server.wait_for_runs(url, {"train", "validation"})

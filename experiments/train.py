@@ -21,8 +21,10 @@ cli.quiet_tensorflow()
 
 from absl import flags  # noqa: E402
 
-from bn_keras import config as config_lib  # noqa: E402
-from bn_keras import distribute, models, training, workdir  # noqa: E402
+from bn_keras import models  # noqa: E402
+from bn_keras.errors import UserError  # noqa: E402
+from bn_keras.train import config as config_lib  # noqa: E402
+from bn_keras.train import distribute, training, workdir  # noqa: E402
 
 FLAGS = flags.FLAGS
 DEFAULTS = config_lib.TrainConfig()
@@ -115,7 +117,7 @@ def main(argv: list[str]) -> None:
     config = config_from_flags(FLAGS)
     metrics = training.run(config)
     if metrics["diverged"]:
-        raise ValueError(f"training diverged (loss NaN/inf in epoch "
+        raise UserError(f"training diverged (loss NaN/inf in epoch "
                          f"{metrics['diverged_at_epoch'] + 1}); lower --learning_rate or use BN. "
                          f"Results so far: {config.workdir}")
     print(f"test accuracy {metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.4f}, "

@@ -43,8 +43,10 @@ def define_flags() -> None:
 
 def run(tuner_kind, model, dataset, data_dir, max_trials, max_epochs, train_examples,
         synthetic_examples, workdir, output_dir, seed) -> dict:
-    from bn_keras import tables, training, tuning
-    from bn_keras.config import TrainConfig
+    from bn_keras import tables
+    from bn_keras.study import tuning
+    from bn_keras.train import training
+    from bn_keras.train.config import TrainConfig
 
     base = TrainConfig(model=model, dataset=dataset, data_dir=data_dir, download=False,
                        train_examples=train_examples, synthetic_examples=synthetic_examples,

@@ -1,6 +1,6 @@
 """Proves bn_keras.layers.BatchNormalization equal to keras.layers.BatchNormalization.
 
-Runs the comparison of bn_keras.equivalence over a grid of configurations
+Runs the comparison of bn_keras.testing.equivalence over a grid of configurations
 (shapes, axes, batch sizes 1-64, offsets up to 1e4, constant inputs, mixed
 precision, renorm, masks, synchronized) on the Keras backend selected by
 KERAS_BACKEND, against that backend's built-in layer, and prints, and writes
@@ -52,10 +52,11 @@ def report_stem(backend: str) -> str:
 def run(output_dir: str, steps: int, timing_iterations: int, quick: bool) -> list[dict]:
     import keras
 
-    from bn_keras import devices, equivalence, layer_steps, tables
+    from bn_keras import backends, tables
+    from bn_keras.testing import equivalence, layer_steps
 
     backend = keras.config.backend()
-    device = devices.describe()
+    device = backends.current().device_name()
     cases = equivalence.default_grid()[: 4 if quick else None]
     rows = []
     for i, case in enumerate(cases, start=1):

@@ -18,6 +18,8 @@ import sys  # noqa: E402
 
 from absl import flags  # noqa: E402
 
+from bn_keras.errors import Unusable, UserError  # noqa: E402
+
 FLAGS = flags.FLAGS
 
 
@@ -32,7 +34,7 @@ def show_all(path: str) -> str:
     proc = subprocess.run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli",
                            "show", "--dir", path, "--all"], capture_output=True, text=True)
     if proc.returncode != 0:
-        raise ValueError(f"saved_model_cli could not read {path}: {proc.stderr.strip()[-300:]}")
+        raise Unusable(f"saved_model_cli could not read {path}: {proc.stderr.strip()[-300:]}")
     return proc.stdout
 
 
@@ -40,7 +42,7 @@ def main(argv):
     del argv
     import numpy as np
 
-    from bn_keras import export
+    from bn_keras.serve import export
 
     loaded = export.load_serving_model(FLAGS.saved_model)
     print(show_all(FLAGS.saved_model))
@@ -53,7 +55,7 @@ def main(argv):
           f"{comparison['max_abs_logit_diff']:.2e}, class mismatches "
           f"{comparison['class_mismatch_rate']:.2%}")
     if comparison["class_mismatch_rate"] > 0 or comparison["max_abs_logit_diff"] > FLAGS.tolerance:
-        raise ValueError(f"served outputs differ from the Keras model's: {comparison}")
+        raise UserError(f"served outputs differ from the Keras model's: {comparison}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Runs our layer and models on one Keras backend and reports what it saw, as JSON.
 
-tests/test_backends.py starts it in a fresh process per backend (Keras picks
+tests/test_other_backends.py starts it in a fresh process per backend (Keras picks
 its backend at import) with KERAS_BACKEND set, and asserts on the report.
 TensorFlow is made unimportable first, as on a machine without it: nothing
 here, in the layer or in the models may need it on JAX or PyTorch.
@@ -16,8 +16,9 @@ sys.modules["tensorflow"] = None  # any import of TensorFlow now fails
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bn_keras import equivalence, models  # noqa: E402
+from bn_keras import backends, models  # noqa: E402
 from bn_keras.layers import BatchNormalization  # noqa: E402
+from bn_keras.testing import conformance, equivalence  # noqa: E402
 
 
 def grid(case_names):
@@ -47,17 +48,15 @@ def synchronized():
               "max_variance_difference": float(np.max(np.abs(results[True][1]
                                                               - results[False][1])))}
     if keras.config.backend() == "torch":  # several torch.distributed processes: refused
-        from bn_keras.backends import torch as torch_backend
-
-        one_process = torch_backend.replicas_in_sync
-        torch_backend.replicas_in_sync = lambda: 2
+        backend = backends.current()
+        backend.replicas_in_sync = lambda: 2  # as if two processes were running
         try:
             BatchNormalization(synchronized=True)(x, training=True)
             report["several_processes_error"] = None
         except NotImplementedError as e:
             report["several_processes_error"] = str(e)
         finally:
-            torch_backend.replicas_in_sync = one_process
+            del backend.replicas_in_sync
     return report
 
 
@@ -99,6 +98,7 @@ def main(request_path, report_path):
         request = json.load(f)
     report = {
         "backend": keras.config.backend(),
+        "contract": conformance.check(backends.current()),
         "grid": grid(request["cases"]),
         "ghost": ghost(request["ghost_batch"], request["ghost_group_size"]),
         "synchronized": synchronized(),

@@ -1,10 +1,16 @@
-"""Test-session setup: two logical CPU devices, so tf.distribute tests have replicas.
+"""Test-session setup and the fixtures every test module shares.
 
-The split must happen before TensorFlow initializes its runtime, hence here,
-at import time, before any test module runs.
+TensorFlow's CPU is split into two logical devices, so tf.distribute tests have
+replicas. The split must happen before TensorFlow initializes its runtime, hence
+here, at import time, before any test module runs.
+
+Markers (pyproject.toml) say what a test does, not how long it takes: `slow` for
+anything that trains a model, starts a process or reads the real data; the fast
+lane is `python -m pytest -m "not slow"`.
 """
 
 import os
+import subprocess
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -18,8 +24,8 @@ tf.config.set_logical_device_configuration(
 
 import pytest  # noqa: E402
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_SHARED_TFDS = os.path.join(os.path.dirname(_REPO), "shared", "datasets", "tensorflow_datasets")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_SHARED_TFDS = os.path.join(os.path.dirname(REPO), "shared", "datasets", "tensorflow_datasets")
 
 
 @pytest.fixture(scope="session")
@@ -43,12 +49,74 @@ def mirrored_strategy():
     return tf.distribute.MirroredStrategy(devices)
 
 
-def _load_script(folder, name):
-    """Imports `folder/name.py` of the repository as a module."""
+class Scripts:
+    """Runs the repository's scripts as a user would: each in a fresh Python process, from
+    the repository root, with this checkout's bn_keras first on the path and a user's
+    environment (not this session's TensorFlow log level).
+
+    A script is named by its path without `.py` ("experiments/train"). `prelude` is
+    Python run first in the same process (to patch something, or to simulate a missing
+    package); with no script, the prelude alone is the program.
+    """
+
+    root = REPO
+
+    def path(self, script: str) -> str:
+        return os.path.join(REPO, f"{script}.py")
+
+    def command(self, script: str | None, *args: str, prelude: str | None = None) -> list[str]:
+        if prelude is None:
+            return [sys.executable, self.path(script), *args]
+        if script is None:
+            return [sys.executable, "-c", prelude, *args]
+        code = "\n".join(["import runpy, sys", prelude,
+                          f"sys.argv = {[self.path(script), *args]!r}",
+                          f"runpy.run_path({self.path(script)!r}, run_name='__main__')"])
+        return [sys.executable, "-c", code]
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH")) if p)
+        return {**env, **extra}
+
+    def run(self, script: str | None, *args: str, prelude: str | None = None,
+            env: dict[str, str] | None = None, cwd: str = REPO,
+            timeout: float = 600) -> subprocess.CompletedProcess:
+        """Runs it to the end; its output as text."""
+        return subprocess.run(self.command(script, *args, prelude=prelude), cwd=cwd,
+                              env=self.env(**(env or {})), capture_output=True, text=True,
+                              timeout=timeout)
+
+    def start(self, script: str | None, *args: str, prelude: str | None = None,
+              env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Starts it and returns at once (for signals and kills), its output piped as text."""
+        return subprocess.Popen(self.command(script, *args, prelude=prelude), cwd=REPO,
+                                env=self.env(**(env or {})), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    def run_all(self, invocations: list[tuple[str, ...]], workers: int = 4
+                ) -> dict[tuple[str, ...], subprocess.CompletedProcess]:
+        """Runs short invocations, (script, *args) each, a few at a time. Most of such a run
+        is TensorFlow's import, one core's work: on two cores, four at a time take about
+        half as long as one by one."""
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            done = pool.map(lambda invocation: self.run(*invocation, timeout=300), invocations)
+            return dict(zip(invocations, done, strict=True))
+
+
+@pytest.fixture(scope="session")
+def scripts():
+    return Scripts()
+
+
+def _load_script(script: str):
+    """Imports a script of the repository (its path without `.py`) as a module."""
     import importlib.util
 
-    path = os.path.join(_REPO, folder, f"{name}.py")
-    spec = importlib.util.spec_from_file_location(name, path)
+    name = os.path.basename(script)
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, f"{script}.py"))
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
@@ -56,15 +124,9 @@ def _load_script(folder, name):
 
 
 @pytest.fixture
-def experiment():
-    """Imports an experiments/ script as a module: experiment("compare_bn").run(...)."""
-    return lambda name: _load_script("experiments", name)
-
-
-@pytest.fixture
-def benchmark_script():
-    """Imports a benchmarks/ script as a module: benchmark_script("bench_peer")."""
-    return lambda name: _load_script("benchmarks", name)
+def load_script():
+    """Imports a script as a module: load_script("experiments/compare_bn").run(...)."""
+    return _load_script
 
 
 @pytest.fixture
@@ -88,39 +150,13 @@ def script_flags():
         delattr(flags.FLAGS, name)
 
 
-@pytest.fixture(scope="session")
-def scripts_at_once():
-    """Runs short script invocations, a few at a time: {invocation: CompletedProcess}.
-
-    Each invocation is (folder, script, *args). Most of such a run is TensorFlow's import,
-    one core's work: on two cores, four at a time take about half as long as one by one.
-    """
-    import concurrent.futures
-    import subprocess
-
-    # As a user's shell has it: not this session's TF_CPP_MIN_LOG_LEVEL (set above).
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_REPO, os.environ.get("PYTHONPATH")) if p)
-
-    def run(invocation, timeout=300):
-        folder, name, *args = invocation
-        return subprocess.run([sys.executable, os.path.join(_REPO, folder, f"{name}.py"), *args],
-                              capture_output=True, text=True, timeout=timeout, cwd=_REPO, env=env)
-
-    def run_all(invocations, workers=4):
-        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-            return dict(zip(invocations, pool.map(run, invocations), strict=True))
-
-    return run_all
-
-
 @pytest.fixture
 def tensorboard_server():
     """Starts the real `tensorboard` on a free 127.0.0.1 port: server(logdir) -> base URL.
     Every server started is stopped by its pid at the end of the test."""
     import contextlib
 
-    from bn_keras import tensorboard_server
+    from bn_keras.testing import tensorboard_server
 
     with contextlib.ExitStack() as stack:
         yield lambda logdir: stack.enter_context(tensorboard_server.serve(str(logdir)))

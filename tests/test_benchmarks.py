@@ -1,24 +1,14 @@
 """benchmarks/bench_pipeline.py prints one verdict per target (--help, bad flags: test_cli)."""
 
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _bench(name, *args):
-    return subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", f"{name}.py"), *args],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
-
 
 @pytest.mark.slow
-def test_pipeline_prints_one_verdict_per_target():
-    proc = _bench("bench_pipeline", "--synthetic", "--synthetic_examples=256", "--batch_size=32",
-                  "--steps=3", "--rounds=1")
+def test_pipeline_prints_one_verdict_per_target(scripts):
+    proc = scripts.run("benchmarks/bench_pipeline", "--synthetic", "--synthetic_examples=256",
+                       "--batch_size=32", "--steps=3", "--rounds=1", timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
     header = next(line for line in lines if line.startswith("| consumer"))

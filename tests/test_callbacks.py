@@ -1,9 +1,9 @@
-"""bn_keras.callbacks, fed epochs the way Keras reports them."""
+"""bn_keras.train.callbacks, fed epochs the way Keras reports them."""
 
 import numpy as np
 import pytest
 
-from bn_keras import callbacks
+from bn_keras.train import callbacks, events
 
 
 def _report(callback, epoch, batch_losses, k, steps):
@@ -68,15 +68,12 @@ def test_throughput_counts_the_epochs_examples_over_its_training_time():
 
 
 def test_epoch_summaries_sort_logs_into_runs(tmp_path):
-    writers = callbacks.SummaryWriters(str(tmp_path))
+    writers = events.SummaryWriters(str(tmp_path))
     summaries = callbacks.EpochSummaries(writers)
     summaries.set_params({"steps": 10, "epochs": 2})
     summaries.on_epoch_begin(1)
     summaries.on_epoch_end(1, {"loss": 1.5, "val_loss": 2.5, "test_accuracy": 0.5})
     writers.close()
-    from bn_keras import diagnostics
-
-    assert diagnostics.read_scalars(str(tmp_path / "train"), "epoch_") == {"loss": [(20, 1.5)]}
-    assert diagnostics.read_scalars(str(tmp_path / "validation"), "epoch_") == {
-        "loss": [(20, 2.5)]}
-    assert diagnostics.read_scalars(str(tmp_path / "test"), "epoch_") == {"accuracy": [(20, 0.5)]}
+    assert events.read_scalars(str(tmp_path / "train"), "epoch_") == {"loss": [(20, 1.5)]}
+    assert events.read_scalars(str(tmp_path / "validation"), "epoch_") == {"loss": [(20, 2.5)]}
+    assert events.read_scalars(str(tmp_path / "test"), "epoch_") == {"accuracy": [(20, 0.5)]}

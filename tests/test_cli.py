@@ -1,14 +1,8 @@
 """bn_keras.cli: --verbosity read before TensorFlow starts, and the scripts' common shape."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 
 from bn_keras import cli
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.parametrize("argv,expected", [
@@ -48,19 +42,19 @@ BAD_FLAGS = {
 
 
 @pytest.fixture(scope="module")
-def runs(scripts_at_once):
+def runs(scripts):
     """Every --help and bad-flag run of this module, started a few at a time."""
-    invocations = [(*script.split("/"), "--help") for script in HELP]
-    invocations += [(*script.split("/"), *args) for script, (args, _) in BAD_FLAGS.items()]
-    return scripts_at_once(invocations)
+    invocations = [(script, "--help") for script in HELP]
+    invocations += [(script, *args) for script, (args, _) in BAD_FLAGS.items()]
+    return scripts.run_all(invocations)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("script", HELP)
-def test_every_script_has_help(runs, script):
-    proc = runs[(*script.split("/"), "--help")]
+def test_every_script_has_help(runs, scripts, script):
+    proc = runs[(script, "--help")]
     assert proc.returncode == 0, proc.stderr[-2000:]
-    with open(os.path.join(ROOT, f"{script}.py")) as f:
+    with open(scripts.path(script)) as f:
         summary = f.read().split('"""')[1].strip().splitlines()[0]
     assert proc.stdout.startswith(summary), proc.stdout[:300]
     assert all(f"  {flag}" in proc.stdout or f"  --[no]{flag[2:]}" in proc.stdout
@@ -73,7 +67,7 @@ def test_every_script_has_help(runs, script):
 @pytest.mark.parametrize("script", BAD_FLAGS)
 def test_a_bad_flag_is_one_line_and_a_non_zero_exit(runs, script):
     args, named = BAD_FLAGS[script]
-    proc = runs[(*script.split("/"), *args)]
+    proc = runs[(script, *args)]
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     # One line, ours: absl's own report of a bad flag is a FATAL line and a hint line.
@@ -84,13 +78,11 @@ def test_a_bad_flag_is_one_line_and_a_non_zero_exit(runs, script):
 @pytest.mark.parametrize("backend,imported", [("jax", False), ("torch", False),
                                               ("tensorflow", True)])
 @pytest.mark.slow
-def test_tensorflow_is_imported_only_for_the_tensorflow_backend(backend, imported):
-    # On the GPU machine there is no TensorFlow, and torch with TensorFlow in one
-    # process can crash: scripts that run on any backend must not import it there.
+def test_tensorflow_is_imported_only_for_the_tensorflow_backend(backend, imported, scripts):
+    # On a GPU machine without TensorFlow, and since torch with TensorFlow in one process
+    # can crash, scripts that run on any backend must not import it there.
     code = ("import sys; from bn_keras import cli; cli.quiet_tensorflow([]); "
             "print('tensorflow' in sys.modules)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, "KERAS_BACKEND": backend}, timeout=120,
-                          cwd=ROOT)
+    proc = scripts.run(None, prelude=code, env={"KERAS_BACKEND": backend}, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(imported)

@@ -1,8 +1,8 @@
-"""experiments/compare_bn.py: a thin script over bn_keras.study_report."""
+"""experiments/compare_bn.py: a thin script over bn_keras.study.report."""
 
 
-def test_the_script_picks_the_study_from_its_flags(experiment, script_flags):
-    script = experiment("compare_bn")
+def test_the_script_picks_the_study_from_its_flags(load_script, script_flags):
+    script = load_script("experiments/compare_bn")
     script_flags(script, ["compare_bn", "--study=lr", "--quick", "--seeds=2", "--data_dir=/d"])
-    s = script.selected_study()
-    assert (s.name, s.quick, s.seeds, s.base.data_dir) == ("lr", True, 2, "/d")
+    study = script.selected_study()
+    assert (study.name, study.quick, study.seeds, study.base.data_dir) == ("lr", True, 2, "/d")

@@ -1,10 +1,10 @@
-"""bn_keras.config: every rule checked before a run writes anything, and train.py's flags."""
+"""bn_keras.train.config: every rule checked before a run writes anything, and train.py's flags."""
 
 import dataclasses
 
 import pytest
 
-from bn_keras.config import TrainConfig, resume_conflicts
+from bn_keras.train.config import TrainConfig, resume_conflicts
 
 
 @pytest.mark.parametrize("overrides,pattern", [
@@ -75,8 +75,19 @@ def test_resume_conflicts():
         cosine, TrainConfig(epochs=20, lr_schedule="cosine"), 10)
 
 
-def test_train_flags_make_the_config(experiment, script_flags):
-    script = experiment("train")
+@pytest.mark.slow
+def test_a_config_is_built_and_compared_without_tensorflow(scripts):
+    code = ("import dataclasses, sys; from bn_keras.train import TrainConfig, config; "
+            "c = TrainConfig(epochs=3); "
+            "print(config.resume_conflicts(dataclasses.asdict(c), c, 1), "
+            "'tensorflow' in sys.modules, 'keras' in sys.modules)")
+    proc = scripts.run(None, prelude=code, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["None", "False", "False"]
+
+
+def test_train_flags_make_the_config(load_script, script_flags):
+    script = load_script("experiments/train")
     flags = script_flags(script, ["train.py", "--model=resnet20", "--bn=keras", "--epochs=3",
                                   "--weight_decay=5e-4", "--nesterov", "--label_smoothing=0.1",
                                   "--virtual_batch_size=8"])

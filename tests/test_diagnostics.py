@@ -1,14 +1,16 @@
-"""bn_keras.diagnostics: gradient norms and pre-activations that leave the model unchanged."""
+"""bn_keras.train.diagnostics: gradient norms and pre-activations that leave the model unchanged."""
 
 import keras
 import numpy as np
 
-from bn_keras import data, diagnostics, models
+from bn_keras import models
+from bn_keras.data import pipelines, sources
+from bn_keras.train import diagnostics
 
 
 def _batch(n=32):
-    examples = data.synthetic_images(n, seed=1)
-    return data.normalize_images(examples.inputs).numpy(), examples.labels
+    examples = sources.synthetic_images(n, seed=1)
+    return pipelines.normalize_images(examples.inputs).numpy(), examples.labels
 
 
 def test_probe_leaves_weights_and_moving_statistics_unchanged():

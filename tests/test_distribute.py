@@ -1,9 +1,9 @@
-"""bn_keras.distribute: strategies by name and their errors."""
+"""bn_keras.train.distribute: strategies by name and their errors."""
 
 import pytest
 import tensorflow as tf
 
-from bn_keras import distribute
+from bn_keras.train import distribute
 
 
 def test_auto_and_one_device_use_the_cpu_here():

@@ -1,25 +1,12 @@
 """benchmarks/gpu_backends.py: the results table, and a smoke run of one part."""
 
-import importlib.util
 import json
-import os
-import subprocess
-import sys
 
+import pytest
 from extras import needs_extra
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "benchmarks", "gpu_backends.py")
 
-
-def _script():
-    spec = importlib.util.spec_from_file_location("gpu_backends", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_results_table_reads_every_part(tmp_path):
+def test_results_table_reads_every_part(tmp_path, load_script):
     (tmp_path / "validation_jax.md").write_text("# x\n\n30/30 configurations pass. Columns...\n")
     lenet = {"device": "NVIDIA H100 80GB HBM3", "versions": "Keras 3.15.1 on jax 0.11",
              "images_per_second": {"none": {"10": 100.0, "128": 1000.0},
@@ -30,8 +17,9 @@ def test_results_table_reads_every_part(tmp_path):
             "images_per_second": {"peer": {"10": 50.0, "128": 700.0}}}
     (tmp_path / "lenet_peer.json").write_text(json.dumps(peer))
     (tmp_path / "bench_layer_jax.md").write_text("| shape | ... |\n")
-    table = _script().results_table(str(tmp_path), ["jax"], {("grid", "jax"): "ok"},
-                                    ["10", "128"], "python benchmarks/gpu_backends.py")
+    script = load_script("benchmarks/gpu_backends")
+    table = script.results_table(str(tmp_path), ["jax"], {("grid", "jax"): "ok"},
+                                 ["10", "128"], "python benchmarks/gpu_backends.py")
     assert "- jax: NVIDIA H100 80GB HBM3, Keras 3.15.1 on jax 0.11" in table
     assert "- jax: 30/30 configurations pass ([report](validation_jax.md))" in table
     assert "| jax | custom | 88 | 1,000 |" in table
@@ -41,11 +29,11 @@ def test_results_table_reads_every_part(tmp_path):
     assert "### jax" in table
 
 
+@pytest.mark.slow
 @needs_extra("peer", "torch")
-def test_smoke_run_of_the_peer_part_writes_the_table(tmp_path):
-    proc = subprocess.run([sys.executable, SCRIPT, "--smoke", "--parts=peer",
-                           f"--output_dir={tmp_path}"], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "PYTHONPATH": ROOT})
+def test_smoke_run_of_the_peer_part_writes_the_table(tmp_path, scripts):
+    proc = scripts.run("benchmarks/gpu_backends", "--smoke", "--parts=peer",
+                       f"--output_dir={tmp_path}", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(tmp_path / "lenet_peer.json") as f:
         peer = json.load(f)["images_per_second"]["peer"]

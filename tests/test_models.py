@@ -1,9 +1,5 @@
 """The model builders: exact tutorial architectures and the BN switch."""
 
-import os
-import subprocess
-import sys
-
 import keras
 import numpy as np
 import pytest
@@ -11,8 +7,6 @@ from extras import needs_extra
 
 from bn_keras import models
 from bn_keras.layers import BN_TYPES, BatchNormalization
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _producer(layer):
@@ -61,6 +55,17 @@ def test_lenet_bn_is_in_the_forward_path(bn, cls):
     assert np.max(np.abs(model(x, training=False).numpy() - before)) > 1e-3
 
 
+def test_tutorial_network_is_the_no_bn_network():
+    """BN built but never called: 62,006 parameters and the no-BN forward pass."""
+    tutorial, plain = models.lenet_tutorial("keras"), models.lenet_cifar("none")
+    assert tutorial.count_params() == plain.count_params() == 62_006
+    assert not tutorial.bn1.built and not tutorial.bn2.built
+    plain.set_weights(tutorial.get_weights())
+    x = np.random.default_rng(0).normal(size=(4, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(tutorial(x, training=True).numpy(), plain(x, training=True).numpy(),
+                               atol=1e-6)
+
+
 def test_keras_and_custom_lenet_are_interchangeable():
     theirs, ours = models.lenet_cifar("keras"), models.lenet_cifar("custom")
     ours.set_weights(theirs.get_weights())
@@ -105,10 +110,11 @@ def test_build_model_by_name():
         models.lenet_cifar("custom", placement="middle")
 
 
+@pytest.mark.slow
 @needs_extra("backends", "jax", "scipy")  # Keras' NumPy backend imports both
-def test_models_build_and_run_without_tensorflow():
+def test_models_build_and_run_without_tensorflow(scripts):
     """On Keras' NumPy backend, with TensorFlow unimportable: every builder, our BN inside,
-    builds and computes. (Training on JAX and PyTorch: tests/test_backends.py.)"""
+    builds and computes. (Training on JAX and PyTorch: tests/test_other_backends.py.)"""
     code = "\n".join([
         "import sys",
         "sys.modules['tensorflow'] = None",
@@ -116,14 +122,11 @@ def test_models_build_and_run_without_tensorflow():
         "from bn_keras import models",
         "for name in models.MODEL_BUILDERS:",
         "    model = models.build_model(name, 'custom')",
-        "    shape = (128, 256) if name == 'conv1d_example' else models.IMAGE_SHAPE",
+        "    shape = (128, 256) if name == 'conv1d_example' else (32, 32, 3)",
         "    y = np.asarray(model(np.ones((2, *shape), 'float32'), training=True))",
         "    print(name, y.shape, bool(np.all(np.isfinite(y))))",
     ])
-    env = {**os.environ, "KERAS_BACKEND": "numpy",
-           "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = scripts.run(None, prelude=code, env={"KERAS_BACKEND": "numpy"}, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split("\n")[:4] == [
         "lenet (2, 10) True", "resnet20 (2, 10) True", "conv1d_example (2, 126, 64) True",

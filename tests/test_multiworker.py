@@ -8,7 +8,6 @@ import keras
 import numpy as np
 import pytest
 
-import bn_keras.models  # noqa: F401 - registers our layers for loading
 from bn_keras.layers import BatchNormalization
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
@@ -24,12 +23,13 @@ def _epochs(path):
         return [int(row["epoch"]) for row in csv.DictReader(f)]
 
 
-def test_two_workers_train_identical_weights_and_only_the_chief_writes(tmp_path, experiment):
+def test_two_workers_train_identical_weights_and_only_the_chief_writes(tmp_path, load_script):
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     workdir = tmp_path / "run"
-    codes = experiment("launch_local_workers").launch(2, _train_args(workdir, 1), timeout=600,
-                               env={"TMPDIR": str(scratch)})
+    launcher = load_script("experiments/launch_local_workers")
+    codes = launcher.launch(2, _train_args(workdir, 1), timeout=600,
+                            env={"TMPDIR": str(scratch)})
     assert codes == [0, 0]
     for name in ("final.keras", "final_metrics.json", "checkpoints/best.keras", "metrics.csv"):
         assert os.path.exists(workdir / name), name
@@ -44,8 +44,8 @@ def test_two_workers_train_identical_weights_and_only_the_chief_writes(tmp_path,
         np.testing.assert_array_equal(a, b)
 
 
-def test_killed_worker_stops_the_run_and_a_restart_resumes(tmp_path, experiment):
-    launcher = experiment("launch_local_workers")
+def test_killed_worker_stops_the_run_and_a_restart_resumes(tmp_path, load_script):
+    launcher = load_script("experiments/launch_local_workers")
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     workdir = tmp_path / "run"

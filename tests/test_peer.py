@@ -1,9 +1,6 @@
 """The PyTorch peer (benchmarks/peer_pytorch.py) and bench_peer's tables; no timing asserted."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -11,24 +8,12 @@ from extras import needs_extra
 
 from bn_keras import models
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_torch = needs_extra("peer", "torch")
 
 
-def _script(name, *args, prelude="pass"):
-    """Runs benchmarks/<name>.py as a program; `prelude` runs first in the same process."""
-    code = "\n".join([
-        "import runpy, sys", prelude, f"sys.argv = {[name, *args]!r}",
-        f"runpy.run_path({os.path.join('benchmarks', name + '.py')!r}, run_name='__main__')"])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (_REPO, os.environ.get("PYTHONPATH")) if p)}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=_REPO, env=env, timeout=600)
-
-
 @pytest.fixture
-def bench(benchmark_script):
-    return benchmark_script("bench_peer")
+def bench(load_script):
+    return load_script("benchmarks/bench_peer")
 
 
 def _sizes(weights):
@@ -38,8 +23,8 @@ def _sizes(weights):
 @needs_torch
 @pytest.mark.parametrize("name", ["lenet", "resnet20"])
 @pytest.mark.parametrize("bn", ["custom", "none"])
-def test_peer_networks_have_our_parameters(benchmark_script, name, bn):
-    peer = benchmark_script("peer_pytorch")
+def test_peer_networks_have_our_parameters(load_script, name, bn):
+    peer = load_script("benchmarks/peer_pytorch")
     ours = models.build_model(name, bn)
     theirs = peer.build_model(name, bn != "none")
     # BN's moving statistics are Keras non-trainable weights, torch buffers.
@@ -55,9 +40,10 @@ def test_peer_networks_have_our_parameters(benchmark_script, name, bn):
 @needs_torch
 @pytest.mark.parametrize("args", [["--model=lenet"], ["--model=lenet", "--nobn"],
                                   ["--model=resnet20", "--optimizer=sgd"]])
-def test_peer_trains_a_tiny_epoch_and_prints_one_json_line(args):
-    done = _script("peer_pytorch", *args, "--batch_size=4", "--examples=10", "--epochs=1",
-                   "--threads=1")
+@pytest.mark.slow
+def test_peer_trains_a_tiny_epoch_and_prints_one_json_line(args, scripts):
+    done = scripts.run("benchmarks/peer_pytorch", *args, "--batch_size=4", "--examples=10",
+                       "--epochs=1", "--threads=1")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 1
@@ -68,14 +54,15 @@ def test_peer_trains_a_tiny_epoch_and_prints_one_json_line(args):
     assert result["bn"] == ("--nobn" not in args)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["peer_pytorch", "bench_peer"])
-def test_without_torch_the_scripts_say_how_to_install_it(name):
-    done = _script(name, prelude="sys.modules['torch'] = None")
+def test_without_torch_the_scripts_say_how_to_install_it(name, scripts):
+    done = scripts.run(f"benchmarks/{name}", prelude="import sys; sys.modules['torch'] = None")
     assert done.returncode == 1
     assert done.stderr.strip() == "error: PyTorch is not installed; pip install -e '.[peer]'"
 
 
-def test_default_cases_are_the_issues_rows(bench):
+def test_default_cases_are_the_targeted_rows(bench):
     cases = bench.select_cases(["lenet", "resnet20"], [10, 128], [128], lenet_nobn=True)
     assert [(c.label, c.batch_size) for c in cases] == [
         ("LeNet BN", 10), ("LeNet BN", 128), ("LeNet no BN", 10), ("LeNet no BN", 128),
@@ -148,8 +135,8 @@ def test_tables_print_figures_ratios_and_verdicts(bench):
 @needs_torch
 @pytest.mark.slow
 @pytest.mark.multiprocess
-def test_bench_runs_both_sides_and_prints_the_tables():
-    done = _script("bench_peer", "--models=lenet", "--batch_sizes=10", "--rounds=1",
+def test_bench_runs_both_sides_and_prints_the_tables(scripts):
+    done = scripts.run("benchmarks/bench_peer", "--models=lenet", "--batch_sizes=10", "--rounds=1",
                    "--epochs=2", "--lenet_examples=40", "--torch_threads=1")
     assert done.returncode == 0, done.stderr
     assert "peer: torch" in done.stdout and "threads: 1" in done.stdout

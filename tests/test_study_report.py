@@ -1,4 +1,4 @@
-"""bn_keras.study_report: each report section on mocked CIFAR-10, with the loss curve filled."""
+"""bn_keras.study.report: each report section on mocked CIFAR-10, with the loss curve filled."""
 
 import csv
 import dataclasses
@@ -7,14 +7,14 @@ import os
 import pytest
 import tensorflow_datasets as tfds
 
-from bn_keras import studies, study_report
+from bn_keras.study import experiments, report
 
 
 def _small(name, window, seeds):
     """The quick study, 2 epochs, with a loss window short enough for 40 mocked images."""
-    s = studies.get(name, quick=True, seeds=seeds)
-    return dataclasses.replace(s, loss_window=window, base=dataclasses.replace(
-        s.base, steps_per_execution=window, epochs=min(2, s.base.epochs)))
+    study = experiments.get(name, quick=True, seeds=seeds)
+    return dataclasses.replace(study, loss_window=window, base=dataclasses.replace(
+        study.base, steps_per_execution=window, epochs=min(2, study.base.epochs)))
 
 
 @pytest.mark.slow
@@ -26,10 +26,10 @@ def _small(name, window, seeds):
                                               "_grad_norms_training.png"], 1, 1),
 ])
 def test_quick_study_writes_report_table_and_plots(tmp_path, name, arms, plots, window, seeds):
-    s = _small(name, window, seeds)
+    study = _small(name, window, seeds)
     with tfds.testing.mock_data(num_examples=40):
-        out = study_report.conduct(s, str(tmp_path / "results"), str(tmp_path / "runs"),
-                                   command="the command")
+        out = report.conduct(study, str(tmp_path / "results"), str(tmp_path / "runs"),
+                             command="the command")
     stem = tmp_path / "results" / f"study_{name}_quick"
     with open(f"{stem}.csv") as f:
         table = list(csv.DictReader(f))
@@ -37,31 +37,31 @@ def test_quick_study_writes_report_table_and_plots(tmp_path, name, arms, plots, 
     assert all(r["seeds"] == str(seeds) for r in table)
     assert all(("±" in r["final_test_accuracy"]) == (seeds > 1) for r in table)
     # Every run has a loss curve (one point per window), so every plot has lines.
-    steps_per_epoch = -(-min(40, s.base.train_examples) // s.base.batch_size)
+    steps_per_epoch = -(-min(40, study.base.train_examples) // study.base.batch_size)
     for r in out["results"]:
-        assert len(r["loss_curve"]) == s.base.epochs * (steps_per_epoch // window), r["arm"]
+        assert len(r["loss_curve"]) == study.base.epochs * (steps_per_epoch // window), r["arm"]
         assert r["config"]["steps_per_execution"] == window
-    report = open(f"{stem}.md").read()
-    assert report.startswith(f"# BN study: {name} (quick mode)\n\nCommand: `the command`")
+    text = open(f"{stem}.md").read()
+    assert text.startswith(f"# BN study: {name} (quick mode)\n\nCommand: `the command`")
     for suffix in plots:
         assert os.path.getsize(f"{stem}{suffix}") > 1000
-        assert f"](study_{name}_quick{suffix})" in report
-    assert f"| epoch | {arms[0]} test acc | {arms[0]} train loss |" in report
-    assert "| - |" not in report.split("| epoch |")[1].split("\n\n")[0]  # no empty loss cell
+        assert f"](study_{name}_quick{suffix})" in text
+    assert f"| epoch | {arms[0]} test acc | {arms[0]} train loss |" in text
+    assert "| - |" not in text.split("| epoch |")[1].split("\n\n")[0]  # no empty loss cell
     if name == "compare":
-        assert "keras_bn vs our_bn: " in report
+        assert "keras_bn vs our_bn: " in text
         # The tutorial's network is the no-BN network: same seed, same run.
-        assert "no_bn vs tutorial_as_written: seed for seed, the runs are identical" in report
+        assert "no_bn vs tutorial_as_written: seed for seed, the runs are identical" in text
     if name == "momentum":
         assert all(r["test_acc_batch_stats"] not in ("", "-") for r in table)
     if name == "depth":
-        assert "| resnet20_no_bn | init |" in report
+        assert "| resnet20_no_bn | init |" in text
 
 
 def test_progress_counts_finished_runs(tmp_path):
-    s = studies.get("placement", quick=True)
+    study = experiments.get("placement", quick=True)
     done = tmp_path / "placement_quick" / "no_bn_seed1"
     done.mkdir(parents=True)
     (done / "study_result.json").write_text("{}")
-    assert study_report.progress(s, str(tmp_path)).startswith(
+    assert report.progress(study, str(tmp_path)).startswith(
         "1 of 9 runs of the placement study are done in")

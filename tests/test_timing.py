@@ -1,6 +1,6 @@
-"""bn_keras.timing: interleaving order and the summary helpers (no timing asserted)."""
+"""bn_keras.testing.timing: interleaving order and the summary helpers (no timing asserted)."""
 
-from bn_keras import timing
+from bn_keras.testing import timing
 
 
 def test_interleaved_calls_candidates_in_turn_and_drops_warmup_rounds():

@@ -8,22 +8,18 @@ import csv
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import urllib.parse
 
 import numpy as np
 import pytest
 
-from bn_keras import training
-from bn_keras.config import TrainConfig
-from bn_keras.tensorboard_server import get_json, wait_for_runs
+from bn_keras.testing.tensorboard_server import get_json, wait_for_runs
+from bn_keras.train import training
+from bn_keras.train.config import TrainConfig
 
 pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAIN = os.path.join(ROOT, "experiments", "train.py")
 # 96 steps per epoch of a few seconds: long enough to be stopped in the middle.
 ARGS = ["--dataset=synthetic", "--synthetic_examples=3072", "--batch_size=32", "--epochs=3",
         "--log_every_n_steps=8"]
@@ -32,7 +28,7 @@ RESULT_COLUMNS = ("epoch", "step", "loss", "accuracy", "val_loss", "val_accuracy
 # Kills the process (SIGKILL, no clean-up) while it writes the state of epoch 2, after
 # the weights and before the state file: in the middle of a checkpoint write.
 KILL_IN_COMMIT = """
-import os, runpy, signal, sys
+import os, signal
 from bn_keras import atomic
 write_text = atomic.write_text
 def dying(path, text):
@@ -40,23 +36,20 @@ def dying(path, text):
         os.kill(os.getpid(), signal.SIGKILL)
     return write_text(path, text)
 atomic.write_text = dying
-sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name="__main__")
 """
 # Kills the process after the final model is saved, before final_metrics.json.
 KILL_IN_FINISH = KILL_IN_COMMIT.replace('path.endswith("state.json") and \'"epoch": 2,\' in text',
                                         'path.endswith("final_metrics.json")')
 
 
-# As a user's shell has it: the test session's own TensorFlow log level not inherited.
-ENV = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+@pytest.fixture(scope="module")
+def start(scripts):
+    """Starts train.py on a workdir: start(workdir, *flags, prelude=None) -> Popen."""
+    def start_training(workdir, *extra, prelude=None):
+        return scripts.start("experiments/train", *ARGS, f"--workdir={workdir}", *extra,
+                             prelude=prelude)
 
-
-def _start(workdir, *extra, code=None):
-    prefix = [sys.executable, "-c", code] if code else [sys.executable]
-    return subprocess.Popen([*prefix, TRAIN, *ARGS, f"--workdir={workdir}", *extra],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=ENV)
+    return start_training
 
 
 def _rows(workdir):
@@ -82,10 +75,10 @@ def _results(workdir):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def reference(tmp_path_factory, start):
     """The uninterrupted run every interrupted one must reproduce."""
     workdir = tmp_path_factory.mktemp("reference")
-    proc = _start(workdir)
+    proc = start(workdir)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
     return _results(workdir), out, err
@@ -102,68 +95,66 @@ def test_output_is_one_line_per_epoch_and_no_tensorflow_chatter(reference):
         assert noise not in err, (noise, err)
 
 
-def test_verbosity_brings_tensorflow_logs_back(tmp_path):
-    proc = subprocess.run([sys.executable, TRAIN, "--dataset=synthetic", "--epochs=1",
-                           "--synthetic_examples=256", f"--workdir={tmp_path}", "--verbosity=0"],
-                          cwd=ROOT,
-                          capture_output=True, text=True, timeout=600, env=ENV)
+def test_verbosity_brings_tensorflow_logs_back(tmp_path, scripts):
+    proc = scripts.run("experiments/train", "--dataset=synthetic", "--epochs=1",
+                       "--synthetic_examples=256", f"--workdir={tmp_path}", "--verbosity=0")
     assert proc.returncode == 0, proc.stderr
     assert "I0000" in proc.stderr
 
 
-def test_ctrl_c_answers_within_two_seconds_and_the_rerun_is_exact(tmp_path, reference):
-    proc = _start(tmp_path)
+def test_ctrl_c_answers_within_two_seconds_and_the_rerun_is_exact(tmp_path, reference, start):
+    proc = start(tmp_path)
     _wait_for_epochs(tmp_path, 1)
     time.sleep(0.5)  # into epoch 2
-    start = time.time()
+    sent = time.time()
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
-    latency = time.time() - start
+    latency = time.time() - sent
     assert proc.returncode == 130, err
     assert latency < 2.0, latency
     assert err.startswith("interrupted: 1 of 3 epochs saved in")  # no blank line first
     assert "run the same command again to resume" in err and "Traceback" not in err
-    rerun = _start(tmp_path)
+    rerun = start(tmp_path)
     out, err = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, err
     assert "resuming after epoch 1" in out
     assert _results(tmp_path) == reference[0]
 
 
-def test_killed_at_any_moment_the_rerun_is_exact(tmp_path, reference):
+def test_killed_at_any_moment_the_rerun_is_exact(tmp_path, reference, start):
     # 1. SIGKILL in the middle of epoch 2.
-    proc = _start(tmp_path)
+    proc = start(tmp_path)
     _wait_for_epochs(tmp_path, 1)
     time.sleep(0.7)
     proc.kill()
     proc.communicate()
     assert len(_rows(tmp_path)) == 1
     # 2. SIGKILL in the middle of writing epoch 2's checkpoint.
-    proc = _start(tmp_path, code=KILL_IN_COMMIT)
+    proc = start(tmp_path, prelude=KILL_IN_COMMIT)
     proc.communicate(timeout=600)
     assert proc.returncode == -signal.SIGKILL
     assert len(_rows(tmp_path)) == 1  # epoch 2 never committed
     assert any(n.startswith(".tmp-0002") for n in os.listdir(tmp_path / "backup"))
     # 3. SIGKILL after training, before the run is marked finished.
-    proc = _start(tmp_path, code=KILL_IN_FINISH)
+    proc = start(tmp_path, prelude=KILL_IN_FINISH)
     proc.communicate(timeout=600)
     assert proc.returncode == -signal.SIGKILL
     assert len(_rows(tmp_path)) == 3 and not os.path.exists(tmp_path / "final_metrics.json")
     # 4. The same command once more: it finishes, with the uninterrupted run's numbers.
-    proc = _start(tmp_path)
+    proc = start(tmp_path)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
     assert _results(tmp_path) == reference[0]
     assert not any(n.startswith(".tmp") for n in os.listdir(tmp_path / "backup"))
 
 
-def test_user_errors_are_one_line(tmp_path, scripts_at_once):
+def test_user_errors_are_one_line(tmp_path, scripts):
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
-    is_a_file = ("experiments", "train", "--dataset=synthetic", f"--workdir={a_file}")
-    ghost = ("experiments", "train", "--dataset=synthetic", "--virtual_batch_size=7",
+    is_a_file = ("experiments/train", "--dataset=synthetic", f"--workdir={a_file}")
+    ghost = ("experiments/train", "--dataset=synthetic", "--virtual_batch_size=7",
              f"--workdir={tmp_path / 'ghost'}")
-    runs = scripts_at_once([is_a_file, ghost])  # both at once: mostly TensorFlow's start-up
+    runs = scripts.run_all([is_a_file, ghost])  # both at once: mostly TensorFlow's start-up
     proc = runs[is_a_file]
     assert proc.returncode == 1
     assert proc.stderr.strip() == (f"error: --workdir='{a_file}' is a file, not a directory; "

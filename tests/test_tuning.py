@@ -1,12 +1,12 @@
-"""bn_keras.tuning and experiments/tune.py: a keras-tuner search on synthetic data."""
+"""bn_keras.study.tuning and experiments/tune.py: a keras-tuner search on synthetic data."""
 
 import json
 import os
 
 import pytest
 
-from bn_keras import tuning
-from bn_keras.config import TrainConfig
+from bn_keras.study import tuning
+from bn_keras.train.config import TrainConfig
 
 
 def _base(tmp_path, **overrides):
@@ -17,8 +17,8 @@ def _base(tmp_path, **overrides):
 
 
 @pytest.mark.slow
-def test_tune_script_writes_its_table(tmp_path, experiment):
-    script = experiment("tune")
+def test_tune_script_writes_its_table(tmp_path, load_script):
+    script = load_script("experiments/tune")
     out = script.run("random", "lenet", "synthetic", None, max_trials=2, max_epochs=1,
                      train_examples=None, synthetic_examples=128,
                      workdir=str(tmp_path / "work"), output_dir=str(tmp_path / "out"), seed=0)

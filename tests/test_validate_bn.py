@@ -2,17 +2,13 @@
 
 import csv
 import os
-import subprocess
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "experiments", "validate_bn.py")
 
-
-def test_quick_run_writes_markdown_and_csv(tmp_path, experiment):
-    rows = experiment("validate_bn").run(str(tmp_path), steps=3, timing_iterations=2, quick=True)
+def test_quick_run_writes_markdown_and_csv(tmp_path, load_script):
+    script = load_script("experiments/validate_bn")
+    rows = script.run(str(tmp_path), steps=3, timing_iterations=2, quick=True)
     assert len(rows) == 4 and all(r["passed"] for r in rows)
     with open(tmp_path / "validation.csv") as f:
         table = list(csv.DictReader(f))
@@ -26,18 +22,16 @@ def test_quick_run_writes_markdown_and_csv(tmp_path, experiment):
 
 
 @pytest.mark.slow
-def test_default_output_is_under_runs_not_the_committed_reports(tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, SCRIPT, "--quick", "--timing_iterations=0",
-                           "--steps=2"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
+def test_default_output_is_under_runs_not_the_committed_reports(tmp_path, scripts):
+    proc = scripts.run("experiments/validate_bn", "--quick", "--timing_iterations=0",
+                       "--steps=2", cwd=str(tmp_path), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "runs" / "validation" / "validation.md").is_file()
     assert sorted(os.listdir(tmp_path)) == ["runs"]
     assert "4/4 configurations pass on tensorflow" in proc.stdout
 
 
-def test_report_names_per_backend(experiment):
-    stem = experiment("validate_bn").report_stem
+def test_report_names_per_backend(load_script):
+    stem = load_script("experiments/validate_bn").report_stem
     assert [stem(b) for b in ("tensorflow", "jax", "torch")] == [
         "validation", "validation_jax", "validation_torch"]

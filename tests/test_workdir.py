@@ -1,4 +1,4 @@
-"""bn_keras.workdir: commits that survive a kill, TensorBoard pruning, the guards."""
+"""bn_keras.train.workdir: commits that survive a kill, and the guards."""
 
 import dataclasses
 import os
@@ -6,10 +6,10 @@ import os
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from bn_keras import atomic, diagnostics, models, workdir
-from bn_keras.config import TrainConfig
+from bn_keras import atomic, models
+from bn_keras.train import workdir
+from bn_keras.train.config import TrainConfig
 
 
 def _model():
@@ -66,27 +66,6 @@ def test_a_commit_cut_short_leaves_the_previous_epoch(tmp_path, monkeypatch):
     assert w.latest().epoch == 1
     w.start(TrainConfig(workdir=str(tmp_path)), w.latest())  # a restart cleans up
     assert sorted(os.listdir(tmp_path / "backup")) == ["epoch-0001"]
-
-
-def _write_events(logdir, steps, truncate=False):
-    writer = tf.summary.create_file_writer(str(logdir))
-    with writer.as_default():
-        for step in steps:
-            tf.summary.scalar("loss", float(step), step=step)
-    writer.close()
-    if truncate:
-        path = next(p for p in logdir.iterdir() if "tfevents" in p.name)
-        data = path.read_bytes()
-        path.write_bytes(data[:-7])  # a record cut off by a kill
-
-
-def test_prune_events_drops_what_the_unfinished_epoch_wrote(tmp_path):
-    _write_events(tmp_path / "train", [0, 10, 20, 25, 30], truncate=True)
-    removed = workdir.prune_events(str(tmp_path), last_step=20)
-    assert removed == 1  # 25; the truncated 30 is dropped as unreadable
-    assert diagnostics.read_scalars(str(tmp_path / "train"), "") == {
-        "loss": [(0, 0.0), (10, 10.0), (20, 20.0)]}
-    assert not any("tmp" in name for name in os.listdir(tmp_path / "train"))
 
 
 def test_check_refuses_without_writing(tmp_path):

@@ -1,34 +1,40 @@
-"""Backends without a fast path (JAX, and any other Keras backend): the formulas as written.
-
-On JAX the layer's `keras.ops` formulas are traced into one XLA program with
-the rest of the training step, and XLA fuses their element-wise work and
-reductions itself: measured on CPU (`benchmarks/bench_layer.py` under
-`KERAS_BACKEND=jax`), our layer's jitted training step runs at the built-in's
-speed, so a hand-written path would add code without a gain.
-
-Replicas: Keras' JAX distribution (`keras.distribution.DataParallel`) jits the
-step over the global batch and lets XLA insert the reductions, so the batch
-statistics are already the global batch's, with or without `synchronized`.
-"""
+"""Keras backends without a module of their own (NumPy, OpenVINO, ...): the formulas as
+written, one device, and no training step for the proof (they have no gradients)."""
 
 from __future__ import annotations
 
+import keras
 
-def takes(x, channel_axis: int, epsilon: float, training: bool) -> bool:
-    return False
-
-
-def batch_norm(x, gamma, beta, epsilon, channel_axis):
-    raise NotImplementedError("no fast path on this backend")
+from bn_keras.backends import cpu_name
 
 
-def normalize(x, mean, variance, gamma, beta, epsilon, channel_axis):
-    raise NotImplementedError("no fast path on this backend")
+class GeneralBackend:
+    """No kernel of its own (the layer's general path) and one replica."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def kernel(self, x, channel_axis: int, epsilon: float, training: bool):
+        return None
+
+    def replicas_in_sync(self) -> int:
+        return 1
+
+    def sum_over_replicas(self, t):
+        return t
+
+    def train_step(self, layer, mask=None, compiled=False, repeat=1):
+        raise NotImplementedError(f"no training step on Keras' {self.name} backend: it has "
+                                  "no gradients; use tensorflow, jax or torch.")
+
+    def infer_step(self, layer, mask=None, compiled=False, repeat=1):
+        raise NotImplementedError(f"no inference step on Keras' {self.name} backend.")
+
+    def wait(self, result) -> None:
+        pass
+
+    def device_name(self) -> str:
+        return cpu_name()
 
 
-def replicas_in_sync() -> int:
-    return 1
-
-
-def sum_over_replicas(t):
-    return t
+BACKEND = GeneralBackend(keras.config.backend())

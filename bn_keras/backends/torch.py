@@ -29,49 +29,88 @@ import keras
 import torch
 import torch.nn.functional as F
 
+from bn_keras.backends import cpu_name, loss, repeated, weight_names
+
 _FAST_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
-def takes(x, channel_axis: int, epsilon: float, training: bool) -> bool:
-    rank = x.dim()
-    if rank < 2 or channel_axis not in (1, rank - 1) or x.dtype not in _FAST_DTYPES:
-        return False
-    return not training or x.numel() > x.shape[channel_axis]
+class TorchBackend:
+    """PyTorch: `torch.nn.functional.batch_norm`; replicas are torch.distributed processes;
+    eager steps with torch.autograd, as Keras' torch trainer runs by default."""
+
+    name = "torch"
+
+    def kernel(self, x, channel_axis: int, epsilon: float, training: bool):
+        rank = x.dim()
+        if rank < 2 or channel_axis not in (1, rank - 1) or x.dtype not in _FAST_DTYPES:
+            return None
+        if training and x.numel() <= x.shape[channel_axis]:
+            return None  # PyTorch refuses training with one value per channel
+        return KERNEL
+
+    def replicas_in_sync(self) -> int:
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        return torch.distributed.get_world_size() if distributed else 1
+
+    def sum_over_replicas(self, t):
+        if self.replicas_in_sync() == 1:
+            return t
+        raise NotImplementedError(
+            f"BatchNormalization: synchronized=True across {self.replicas_in_sync()} "
+            "torch.distributed processes is not supported on the torch backend; use "
+            "synchronized=False (each process normalizes with its own batch statistics).")
+
+    def train_step(self, layer, mask=None, compiled=False, repeat=1):
+        mask = None if mask is None else keras.ops.convert_to_tensor(mask)
+
+        def step(x, loss_weights):
+            x = keras.ops.convert_to_tensor(x).detach().requires_grad_(True)
+            y = layer(x, training=True, mask=mask)
+            grads = torch.autograd.grad(loss(y, keras.ops.convert_to_tensor(loss_weights)),
+                                        [x] + [v.value for v in layer.trainable_variables])
+            return y.detach(), dict(zip(["input"] + weight_names(layer), grads, strict=True))
+
+        return repeated(step, repeat)
+
+    def infer_step(self, layer, mask=None, compiled=False, repeat=1):
+        @torch.no_grad()
+        def infer(x):
+            return layer(x, training=False, mask=mask)
+
+        return repeated(infer, repeat)
+
+    def wait(self, result) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+    def device_name(self) -> str:
+        return torch.cuda.get_device_name() if torch.cuda.is_available() else cpu_name()
 
 
-def batch_norm(x, gamma, beta, epsilon, channel_axis):
-    view, restore = _channels_second(x.float(), channel_axis)
-    channels = view.shape[1]
-    # BN(x) == BN(x - s) for any per-channel constant s. With s one sample per channel
-    # the kernel's sums stay small: exact for constant inputs, accurate far from zero
-    # (unshifted, its error there was 10 to 300 times Keras').
-    shift = view[(slice(0, 1), slice(None)) + (slice(0, 1),) * (view.dim() - 2)].detach()
-    shifted_mean = view.new_zeros(channels)
-    unbiased_variance = view.new_zeros(channels)
-    y = F.batch_norm(view - shift, shifted_mean, unbiased_variance, _tensor(gamma),
-                     _tensor(beta), training=True, momentum=1.0, eps=epsilon)
-    m = view.numel() // channels
-    return restore(y), shift.reshape(-1) + shifted_mean, unbiased_variance * ((m - 1) / m)
+class _Kernel:
+    def batch_norm(self, x, gamma, beta, epsilon, channel_axis):
+        view, restore = _channels_second(x.float(), channel_axis)
+        channels = view.shape[1]
+        # BN(x) == BN(x - s) for any per-channel constant s. With s one sample per channel
+        # the kernel's sums stay small: exact for constant inputs, accurate far from zero
+        # (unshifted, its error there was 10 to 300 times Keras').
+        shift = view[(slice(0, 1), slice(None)) + (slice(0, 1),) * (view.dim() - 2)].detach()
+        shifted_mean = view.new_zeros(channels)
+        unbiased_variance = view.new_zeros(channels)
+        y = F.batch_norm(view - shift, shifted_mean, unbiased_variance, _tensor(gamma),
+                         _tensor(beta), training=True, momentum=1.0, eps=epsilon)
+        m = view.numel() // channels
+        return restore(y), shift.reshape(-1) + shifted_mean, unbiased_variance * ((m - 1) / m)
+
+    def normalize(self, x, mean, variance, gamma, beta, epsilon, channel_axis):
+        view, restore = _channels_second(x.float(), channel_axis)
+        y = F.batch_norm(view, _tensor(mean), _tensor(variance), _tensor(gamma),
+                         _tensor(beta), training=False, eps=epsilon)
+        return restore(y)
 
 
-def normalize(x, mean, variance, gamma, beta, epsilon, channel_axis):
-    view, restore = _channels_second(x.float(), channel_axis)
-    y = F.batch_norm(view, _tensor(mean), _tensor(variance), _tensor(gamma), _tensor(beta),
-                     training=False, eps=epsilon)
-    return restore(y)
-
-
-def replicas_in_sync() -> int:
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    return torch.distributed.get_world_size() if distributed else 1
-
-
-def sum_over_replicas(t):
-    raise NotImplementedError(
-        f"BatchNormalization: synchronized=True across {replicas_in_sync()} torch.distributed "
-        "processes is not supported on the torch backend; use synchronized=False (each "
-        "process normalizes with its own batch statistics)."
-    )
+KERNEL = _Kernel()
+BACKEND = TorchBackend()
 
 
 def _channels_second(x, channel_axis):

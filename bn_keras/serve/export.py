@@ -1,0 +1,161 @@
+"""SavedModel export for serving: TF Serving's versioned layout, BN folded, atomic writes.
+
+    saved_models/<name>/<version>/saved_model.pb, variables/, assets/,
+                                  bn_keras_metadata.json
+
+Signatures:
+- `serving_default`: `image` uint8 [None, 32, 32, 3], raw pixels; normalization
+  happens in the graph. Outputs `probabilities` float32 [None, 10],
+  `class_id` int64 [None] and `logits` float32 [None, 10].
+- `normalized`: `normalized_image` float32 [None, 32, 32, 3], already
+  normalized as bn_keras.data.pipelines.normalize_images does; the same outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from bn_keras import atomic
+from bn_keras.data import cifar
+from bn_keras.data.pipelines import normalize_images
+from bn_keras.errors import AlreadyExists, InvalidSetting, NotFound
+from bn_keras.layers.folding import fold_batch_norm, foldable_pairs
+
+METADATA_FILE = "bn_keras_metadata.json"
+INPUT_NAME = "image"
+NORMALIZED_INPUT_NAME = "normalized_image"
+OUTPUT_NAMES = ("probabilities", "class_id", "logits")
+
+
+def next_version(model_dir: str) -> int:
+    """1 + the highest integer version under `model_dir` (1 when there is none)."""
+    if not os.path.isdir(model_dir):
+        return 1
+    versions = [int(d) for d in os.listdir(model_dir) if re.fullmatch(r"\d+", d)]
+    return max(versions, default=0) + 1
+
+
+def _outputs(logits):
+    logits = tf.cast(logits, tf.float32)
+    return {"probabilities": tf.nn.softmax(logits), "class_id": tf.argmax(logits, axis=-1),
+            "logits": logits}
+
+
+def export_saved_model(model: keras.Model, base_dir: str, name: str, version: int | None = None,
+                       fold_bn: bool = True, metadata: dict[str, Any] | None = None,
+                       overwrite: bool = False) -> str:
+    """Exports `model` (normalized CIFAR images -> logits) to base_dir/name/version; returns
+    the path.
+
+    Written to a temporary directory beside the target and renamed into
+    place, so TF Serving never sees a half-written version.
+    """
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise InvalidSetting(f"model name {name!r} must be letters, digits, '_', '-' or '.'.")
+    model_dir = os.path.join(base_dir, name)
+    version = next_version(model_dir) if version is None else version
+    if version < 1:
+        raise InvalidSetting(f"version must be a positive integer, got {version}.")
+    target = os.path.join(model_dir, str(version))
+    if os.path.exists(target) and not overwrite:
+        raise AlreadyExists(f"{target} exists; pass overwrite=True (--overwrite) to replace it.")
+    serving_model = fold_batch_norm(model) if fold_bn else model
+
+    archive = keras.export.ExportArchive()
+    archive.track(serving_model)
+
+    def from_pixels(image):
+        return _outputs(serving_model(normalize_images(image), training=False))
+
+    def from_normalized(normalized_image):
+        return _outputs(serving_model(normalized_image, training=False))
+
+    archive.add_endpoint("serving_default", from_pixels, input_signature=[
+        tf.TensorSpec([None, *cifar.IMAGE_SHAPE], tf.uint8, name=INPUT_NAME)])
+    archive.add_endpoint("normalized", from_normalized, input_signature=[
+        tf.TensorSpec([None, *cifar.IMAGE_SHAPE], tf.float32, name=NORMALIZED_INPUT_NAME)])
+
+    os.makedirs(model_dir, exist_ok=True)
+    tmp = os.path.join(model_dir, f".tmp-{version}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        archive.write_out(tmp, verbose=False)
+        info = {"name": name, "version": version, "bn_folded": fold_bn,
+                "folded_pairs": [[p.name, bn.name] for p, bn in foldable_pairs(model)] if fold_bn
+                else [], "class_names": list(cifar.CLASS_NAMES),
+                "input": {"name": INPUT_NAME, "dtype": "uint8",
+                          "shape": [None, *cifar.IMAGE_SHAPE]},
+                "outputs": list(OUTPUT_NAMES), **(metadata or {})}
+        atomic.write_json(os.path.join(tmp, METADATA_FILE), info)
+        if os.path.exists(target):
+            shutil.rmtree(target)
+        os.rename(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def load_serving_model(path: str):
+    """tf.saved_model.load of an exported version, with a clear error if it is not one."""
+    if not os.path.isdir(path):
+        raise NotFound(f"no SavedModel directory at {path!r}.")
+    if not os.path.exists(os.path.join(path, "saved_model.pb")):
+        raise NotFound(f"{path!r} is not a SavedModel (no saved_model.pb in it).")
+    loaded = tf.saved_model.load(path)
+    if "serving_default" not in loaded.signatures:
+        raise InvalidSetting(f"{path!r} has no serving_default signature.")
+    return loaded
+
+
+def read_metadata(path: str) -> dict[str, Any]:
+    with open(os.path.join(path, METADATA_FILE)) as f:
+        return json.load(f)
+
+
+def rest_request_body(images: np.ndarray) -> str:
+    """The JSON body of TF Serving's REST predict call: {"instances": [...]} of uint8 pixels."""
+    return json.dumps({"instances": np.asarray(images, dtype=np.uint8).tolist()})
+
+
+def images_from_request_body(body: str) -> np.ndarray:
+    """What TF Serving does with a row-format body for our single input: uint8 [N, 32, 32, 3]."""
+    return check_images(np.asarray(json.loads(body)["instances"], dtype=np.uint8))
+
+
+def check_images(images: np.ndarray) -> np.ndarray:
+    """uint8 [N, 32, 32, 3], or ValueError saying what was received."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[1:] != cifar.IMAGE_SHAPE:
+        raise InvalidSetting(f"expected images of shape [N, 32, 32, 3], got {list(images.shape)}.")
+    return images.astype(np.uint8)
+
+
+def serve(loaded, images: np.ndarray, batch_size: int = 500, signature: str = "serving_default"
+          ) -> dict[str, np.ndarray]:
+    """Runs a loaded SavedModel's signature over `images` in batches; concatenated outputs."""
+    fn = loaded.signatures[signature]
+    input_name = INPUT_NAME if signature == "serving_default" else NORMALIZED_INPUT_NAME
+    dtype = tf.uint8 if signature == "serving_default" else tf.float32
+    parts = [fn(**{input_name: tf.constant(images[i:i + batch_size], dtype)})
+             for i in range(0, len(images), batch_size)]
+    return {k: np.concatenate([p[k].numpy() for p in parts]) for k in OUTPUT_NAMES}
+
+
+def compare_logits(logits: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """Max |logit difference| and the fraction of examples whose predicted class differs."""
+    return {"max_abs_logit_diff": float(np.max(np.abs(logits - reference))),
+            "class_mismatch_rate": float(np.mean(logits.argmax(-1) != reference.argmax(-1)))}
+
+
+def keras_logits(model: keras.Model, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
+    """Inference-mode logits of a Keras model on raw uint8 images."""
+    normalized = normalize_images(images)
+    return np.asarray(model.predict(normalized, batch_size=batch_size, verbose=0), np.float32)

@@ -1,0 +1,104 @@
+"""The BN study's runs: arms x seeds of training runs, each cached, with its HParams entry.
+
+An `Arm` is a named set of TrainConfig overrides (no BN, Keras' BN, ours, ...).
+`run_study` trains every arm with every seed through `bn_keras.train.run`,
+recording the mean training loss every N mini-batches and the test accuracy
+after every epoch, and writes one JSON per finished run, so an interrupted
+study resumes where it stopped. bn_keras.study.statistics summarizes the
+results, bn_keras.study.plots draws them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import tensorflow as tf
+
+from bn_keras import atomic
+from bn_keras.errors import InvalidSetting
+from bn_keras.train import training
+from bn_keras.train.config import TrainConfig
+from bn_keras.train.workdir import Workdir
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class Arm:
+    """One configuration of the study: a name and the TrainConfig fields it changes,
+    e.g. `Arm("no_bn", bn="none")`."""
+
+    name: str
+    overrides: tuple[tuple[str, Any], ...]
+
+    def __init__(self, name: str, **overrides: Any):
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "overrides", tuple(sorted(overrides.items())))
+
+    def config(self, base: TrainConfig, seed: int, workdir: str) -> TrainConfig:
+        return dataclasses.replace(base, **dict(self.overrides), seed=seed, workdir=workdir)
+
+
+def run_dir(study_dir: str, arm_name: str, seed: int, *parts: str) -> str:
+    """The work directory of one run of a study (or a path inside it)."""
+    return os.path.join(study_dir, f"{arm_name}_seed{seed}", *parts)
+
+
+def run_study(arms: Sequence[Arm], seeds: Sequence[int], base: TrainConfig,
+              study_dir: str, loss_every: int = 500) -> list[dict[str, Any]]:
+    """Trains every arm with every seed; returns one result dict per run (cached on disk).
+
+    Each run records the mean training loss of every `loss_every` steps and the test
+    accuracy after every epoch. A run's `study_result.json`, written last and
+    atomically, marks it done: rerunning a study skips finished runs, and the run that
+    was interrupted continues from its last completed epoch.
+    """
+    base = dataclasses.replace(base, log_every_n_steps=loss_every, test_every_epoch=True)
+    results = []
+    runs = [(arm, seed) for arm in arms for seed in seeds]
+    for i, (arm, seed) in enumerate(runs, start=1):
+        workdir = run_dir(study_dir, arm.name, seed)
+        result_path = os.path.join(workdir, "study_result.json")
+        config = arm.config(base, seed, workdir)
+        cached = atomic.read_json(result_path)
+        if cached is not None:
+            if cached.get("config") != dataclasses.asdict(config):
+                raise InvalidSetting(f"{workdir} holds a result of other settings; remove it or "
+                                     "choose another --runs_dir.")
+            results.append(cached)
+            log.info("[%d/%d] %s seed %d: done earlier", i, len(runs), arm.name, seed)
+            continue
+        log.info("[%d/%d] %s seed %d", i, len(runs), arm.name, seed)
+        start = time.perf_counter()
+        # Killed after training but before the result was written: the run is complete.
+        metrics = Workdir(workdir).read_final() or training.run(config)
+        result = {"arm": arm.name, "seed": seed, "overrides": dict(arm.overrides),
+                  "config": dataclasses.asdict(config), **metrics,
+                  "wall_seconds": time.perf_counter() - start,
+                  "test_accuracy_per_epoch": [row["test_accuracy"] for row in metrics["history"]]}
+        write_hparams(os.path.join(workdir, "tensorboard", "hparams"), arm, config, result)
+        atomic.write_json(result_path, result, indent=1)
+        results.append(result)
+    return results
+
+
+def write_hparams(logdir: str, arm: Arm, config: TrainConfig, result: dict) -> None:
+    """One HParams-dashboard entry: the run's settings and its final metrics."""
+    from tensorboard.plugins.hparams import api as hp
+
+    hparams = {"arm": arm.name, "bn": config.bn, "model": config.model,
+               "optimizer": config.optimizer, "learning_rate": config.learning_rate,
+               "batch_size": config.batch_size, "bn_momentum": config.bn_momentum,
+               "bn_placement": config.bn_placement, "seed": config.seed,
+               "virtual_batch_size": config.virtual_batch_size or 0, "renorm": config.renorm}
+    with tf.summary.create_file_writer(logdir).as_default():
+        hp.hparams(hparams)
+        tf.summary.scalar("test_accuracy", result["test_accuracy"], step=0)
+        tf.summary.scalar("test_loss", result["test_loss"], step=0)
+        best = max(result["test_accuracy_per_epoch"] or [result["test_accuracy"]])
+        tf.summary.scalar("best_test_accuracy", best, step=0)

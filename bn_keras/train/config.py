@@ -1,0 +1,203 @@
+"""`TrainConfig`: everything that defines a training run, and every rule about it.
+
+`validate()` is the one place where a configuration is checked, before a run
+writes anything: choices, ranges, combinations, and the BN layer's own
+argument rules (by asking the models to check their options, not by copying
+them here). `resume_conflicts` says which changes an unfinished or finished
+run in a work directory can take.
+
+Building a TrainConfig imports nothing heavy; `validate()` imports Keras (and with
+it TensorFlow) to ask the models and the strategies for their choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from bn_keras.data import cifar
+from bn_keras.errors import InvalidSetting
+
+OPTIMIZERS = ("adam", "sgd")
+LR_SCHEDULES = ("constant", "cosine", "warmup_cosine")
+DATASETS = ("cifar10", "synthetic")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+# Fields that change how a run is carried out or reported, never its numbers: a
+# resumed run may change them.
+RESUMABLE_FIELDS = ("verbose", "data_dir", "download", "steps_per_execution")
+# Schedules whose shape does not depend on the number of epochs: only these let a
+# finished run continue for more epochs with a well-defined result.
+EXTENSIBLE_SCHEDULES = ("constant",)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything that defines a training run. `batch_size` is per replica."""
+
+    model: str = "lenet"
+    bn: str = "custom"
+    bn_momentum: float = 0.99
+    bn_placement: str = "before_relu"
+    virtual_batch_size: int | None = None
+    renorm: bool = False
+    dataset: str = "cifar10"
+    data_dir: str | None = None
+    download: bool = True
+    synthetic_examples: int = 1024
+    train_examples: int | None = None  # the first N of the training split (quick studies)
+    epochs: int = 10
+    batch_size: int = 128
+    eval_batch_size: int = 500  # evaluation only: BN uses its moving statistics there
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    sgd_momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0  # decoupled, on conv/dense kernels only (not BN, not biases)
+    label_smoothing: float = 0.0
+    lr_schedule: str = "constant"
+    warmup_epochs: int = 1
+    augment: bool = False
+    strategy: str = "auto"
+    tpu: str | None = None
+    mixed_precision: str = "float32"
+    jit_compile: bool = False  # XLA for the training step
+    workdir: str = "runs/lenet_custom"
+    seed: int = 0
+    deterministic: bool = True
+    steps_per_execution: int | None = None  # None: the largest divisor of log_every_n_steps <= 50
+    log_every_n_steps: int = 100
+    diagnostics_every_n_steps: int | None = None
+    probe_size: int = 256
+    test_every_epoch: bool = False  # test loss/accuracy after every epoch (the BN study)
+    verbose: int = 2
+
+    def validate(self) -> None:
+        """Raises InvalidSetting naming the first bad field, its value and what was expected."""
+        from bn_keras import models
+        from bn_keras.train import distribute
+
+        choices = {"model": tuple(models.MODEL_BUILDERS), "bn": models.BN_CHOICES,
+                   "bn_placement": models.PLACEMENTS, "dataset": DATASETS,
+                   "optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES,
+                   "strategy": distribute.STRATEGIES, "mixed_precision": PRECISIONS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise InvalidSetting(f"{name}={getattr(self, name)!r} is not one of "
+                                     f"{', '.join(allowed)}.")
+        for name in ("epochs", "batch_size", "eval_batch_size", "steps_per_execution",
+                     "synthetic_examples", "probe_size", "log_every_n_steps", "train_examples",
+                     "diagnostics_every_n_steps", "virtual_batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InvalidSetting(f"{name} must be at least 1, got {value}.")
+        if not self.learning_rate > 0:
+            raise InvalidSetting(f"learning_rate must be positive, got {self.learning_rate}.")
+        if not 0 <= self.bn_momentum < 1:
+            raise InvalidSetting(f"bn_momentum must be in [0, 1), got {self.bn_momentum}.")
+        if not 0 <= self.label_smoothing < 1:
+            raise InvalidSetting(f"label_smoothing must be in [0, 1), got {self.label_smoothing}.")
+        if self.weight_decay < 0:
+            raise InvalidSetting(f"weight_decay must be >= 0, got {self.weight_decay}.")
+        if self.seed < 0:
+            raise InvalidSetting(f"seed must be >= 0, got {self.seed}.")
+        if self.warmup_epochs < 0:
+            raise InvalidSetting(f"warmup_epochs must be >= 0, got {self.warmup_epochs}.")
+        if self.model == "conv1d_example" and self.dataset != "synthetic":
+            raise InvalidSetting("model='conv1d_example' trains on dataset='synthetic' "
+                                 "sequences only.")
+        if self.strategy == "tpu" and not self.tpu:
+            raise InvalidSetting("strategy='tpu' needs a TPU address: --tpu=local on a Cloud "
+                                 "TPU VM, or the TPU's name or grpc:// address.")
+        self._validate_bn()
+
+    def _validate_bn(self) -> None:
+        if self.bn == "none":
+            for name in ("virtual_batch_size", "renorm"):
+                if getattr(self, name):
+                    raise InvalidSetting(f"{name}={getattr(self, name)!r} needs BN: pick "
+                                         "bn=keras or bn=custom.")
+        vbs = self.virtual_batch_size
+        if vbs is not None:
+            if self.bn != "custom":
+                raise InvalidSetting(f"virtual_batch_size={vbs} (Ghost BN) needs bn='custom': "
+                                     "Keras 3's BatchNormalization has no such argument.")
+            if self.batch_size % vbs:
+                raise InvalidSetting(
+                    f"virtual_batch_size={vbs} does not divide the batch size per replica "
+                    f"{self.batch_size} (--batch_size is per replica); pick a group size that "
+                    f"divides it, e.g. {_largest_divisor(self.batch_size, vbs)}.")
+        # The model and its BN layers check their own arguments (e.g. renorm with Ghost BN),
+        # in Keras' words: the layer raises what Keras' layer raises.
+        from bn_keras import models
+
+        try:
+            models.check_options(self.model, self.bn, **self.model_options(num_replicas=1))
+        except (ValueError, TypeError) as e:
+            raise InvalidSetting(str(e)) from None
+
+    def model_options(self, num_replicas: int) -> dict[str, Any]:
+        """Keyword arguments of `models.build_model` for this configuration."""
+        options: dict[str, Any] = {}
+        if self.bn != "none":
+            # Ghost BN groups are per replica by nature; other BN layers reduce their
+            # statistics across replicas, as one device would over the global batch.
+            options = {"momentum": self.bn_momentum,
+                       "synchronized": num_replicas > 1 and not self.virtual_batch_size}
+            if self.renorm:
+                options["renorm"] = True
+            if self.virtual_batch_size:
+                options["virtual_batch_size"] = self.virtual_batch_size
+        if self.model == "conv1d_example":
+            options["num_classes"] = cifar.NUM_CLASSES  # a logits head, to train it
+        else:
+            options["placement"] = self.bn_placement
+        return options
+
+    def resolved_steps_per_execution(self, mirrored_replicas: int = 1) -> int:
+        """Training steps per tf.function call: the flag, or the largest divisor of
+        log_every_n_steps up to 50, so every loss window ends on a reported step.
+
+        With several replicas of a (multi-worker) MirroredStrategy, Keras 3.15's
+        multi-step training function fails ("You must feed a value for placeholder
+        tensor ..." in its while loop, with or without BN), so it is 1 there.
+        """
+        if mirrored_replicas > 1:
+            if (self.steps_per_execution or 1) > 1:
+                raise InvalidSetting(
+                    f"steps_per_execution={self.steps_per_execution} does not work with "
+                    f"{mirrored_replicas} replicas: Keras 3.15's multi-step training function "
+                    "fails under MirroredStrategy; leave --steps_per_execution unset.")
+            return 1
+        if self.steps_per_execution is not None:
+            return self.steps_per_execution
+        return _largest_divisor(self.log_every_n_steps, 50)
+
+
+def _largest_divisor(n: int, at_most: int) -> int:
+    return max(d for d in range(1, min(n, at_most) + 1) if n % d == 0)
+
+
+def resume_conflicts(previous: dict[str, Any], config: TrainConfig,
+                     completed_epochs: int) -> str | None:
+    """Why `config` cannot continue the run recorded as `previous`, or None if it can.
+
+    A run continues with the same settings; changing only fields in
+    RESUMABLE_FIELDS is allowed. Raising `epochs` continues training ("train 10
+    more") where the learning rate does not depend on the number of epochs.
+    """
+    current = dataclasses.asdict(config)
+    changed = {k: (previous.get(k), current[k]) for k in current
+               if k not in RESUMABLE_FIELDS and k != "epochs" and previous.get(k) != current[k]}
+    if changed:
+        listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
+        return f"it holds a run with other settings ({listed})"
+    old_epochs = previous.get("epochs")
+    if config.epochs == old_epochs:
+        return None
+    if config.epochs < completed_epochs:
+        return (f"it holds {completed_epochs} trained epochs, more than epochs={config.epochs}")
+    if config.lr_schedule not in EXTENSIBLE_SCHEDULES:
+        return (f"epochs changed from {old_epochs} to {config.epochs}, but "
+                f"lr_schedule={config.lr_schedule!r} is shaped by the number of epochs, so the "
+                "epochs already trained would not be those of the longer run")
+    return None

@@ -1,0 +1,242 @@
+"""Training: `run(config) -> metrics`, everything a run writes under `config.workdir`.
+
+The recipe: check the configuration and the work directory (nothing is
+written before both pass), build the data and the model, restore the last
+committed epoch if there is one, then train one epoch per `model.fit` call on
+that epoch's data (a function of the seed and the epoch, bn_keras.data.pipelines),
+committing each finished epoch (bn_keras.train.resume), and evaluate on the test
+split. A run stopped at any moment and started again with the same command
+continues from its last completed epoch and ends with the same numbers as a
+run that never stopped (with `deterministic`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import statistics
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from bn_keras import models
+from bn_keras.data import pipelines
+from bn_keras.data.pipelines import Pipelines
+from bn_keras.train import callbacks, distribute
+from bn_keras.train.config import TrainConfig
+from bn_keras.train.events import SummaryWriters
+from bn_keras.train.losses import make_loss
+from bn_keras.train.optimizers import make_optimizer
+from bn_keras.train.resume import EpochCommit, OneEpochPerFit
+from bn_keras.train.workdir import Resume, Workdir
+
+log = logging.getLogger(__name__)
+
+
+def set_seed(seed: int, deterministic: bool) -> None:
+    """Seeds Python, NumPy and TensorFlow; optionally makes TensorFlow's ops deterministic."""
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str) -> Iterator[None]:
+    """Keras' global dtype policy (float32, mixed_float16, mixed_bfloat16) for the models
+    built inside; the previous one afterwards."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def make_datasets(config: TrainConfig, num_replicas: int = 1,
+                  drop_remainder: bool = False) -> Pipelines:
+    """The run's pipelines of global batches (`batch_size` and `eval_batch_size` examples
+    per replica): a function of `config` alone."""
+    global_batch = config.batch_size * num_replicas
+    eval_batch = config.eval_batch_size * num_replicas
+    if config.dataset == "synthetic":
+        return pipelines.synthetic_pipelines(
+            global_batch, num_train=config.synthetic_examples,
+            num_eval=max(global_batch, config.synthetic_examples // 4), seed=config.seed,
+            drop_remainder=drop_remainder, augment=config.augment,
+            sequences=config.model == "conv1d_example", eval_batch_size=eval_batch)
+    return pipelines.cifar10_pipelines(
+        global_batch, config.data_dir, augment=config.augment, seed=config.seed,
+        drop_remainder=drop_remainder, download=config.download,
+        train_examples=config.train_examples, eval_batch_size=eval_batch)
+
+
+def build_compiled_model(config: TrainConfig, num_replicas: int, steps_per_epoch: int,
+                         steps_per_execution: int = 1) -> keras.Model:
+    """The configured model, compiled with its optimizer, loss and accuracy metric."""
+    model = models.build_model(config.model, config.bn, **config.model_options(num_replicas))
+    model.compile(
+        optimizer=make_optimizer(config, steps_per_epoch),
+        loss=make_loss(config),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        steps_per_execution=steps_per_execution,
+        jit_compile=config.jit_compile,
+    )
+    return model
+
+
+def probe_batch(dataset: tf.data.Dataset, size: int):
+    """A fixed batch of up to `size` examples for the diagnostics."""
+    return next(iter(dataset.unbatch().batch(size)))
+
+
+@dataclasses.dataclass
+class RunCallbacks:
+    """A run's callbacks by role, in the order `fit` calls them (`in_order()`).
+
+    `extra` are the caller's own: they run after the epoch's values are measured
+    (throughput, learning rate, loss windows, NaN guard) and before anything writes
+    the epoch (summaries, diagnostics, checkpoints, the commit), so they may read
+    those values and add their own to the epoch's logs.
+    """
+
+    throughput: callbacks.Throughput
+    learning_rate: callbacks.LearningRateLog
+    loss_every_n: callbacks.LossEveryN
+    nan_guard: callbacks.NaNGuard
+    extra: list[keras.callbacks.Callback]
+    evaluate_each_epoch: callbacks.EvaluateEachEpoch | None
+    summaries: callbacks.EpochSummaries
+    diagnostics: callbacks.BNDiagnostics
+    best: callbacks.BestCheckpoint
+    epoch_log: callbacks.EpochLog | None
+    commit: EpochCommit
+    one_epoch_per_fit: OneEpochPerFit
+
+    def in_order(self) -> list[keras.callbacks.Callback]:
+        ordered = []
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            ordered += value if isinstance(value, list) else [value] if value else []
+        return ordered
+
+
+def get_callbacks(config: TrainConfig, workdir: Workdir, writers: SummaryWriters, probe,
+                  examples_per_epoch: int, resume: Resume,
+                  test_dataset: tf.data.Dataset | None = None,
+                  extra: list[keras.callbacks.Callback] | None = None) -> RunCallbacks:
+    """A run's callbacks. `probe` is the (inputs, labels) batch of the BN diagnostics;
+    `test_dataset`, when given, is evaluated after every epoch (EvaluateEachEpoch)."""
+    measured = dict(
+        throughput=callbacks.Throughput(examples_per_epoch),
+        learning_rate=callbacks.LearningRateLog(),
+        loss_every_n=callbacks.LossEveryN(config.log_every_n_steps, writers),
+        nan_guard=callbacks.NaNGuard(),
+        evaluate_each_epoch=(None if test_dataset is None
+                             else callbacks.EvaluateEachEpoch(test_dataset)),
+        summaries=callbacks.EpochSummaries(writers),
+        diagnostics=callbacks.BNDiagnostics(writers, *probe, config.diagnostics_every_n_steps),
+        best=callbacks.BestCheckpoint(workdir),
+        epoch_log=callbacks.EpochLog() if config.verbose == 2 else None)
+    stateful = [c for c in measured.values() if c is not None and c.state_key]
+    return RunCallbacks(**measured, extra=list(extra or []),
+                        commit=EpochCommit(workdir, writers, resume, stateful),
+                        one_epoch_per_fit=OneEpochPerFit())
+
+
+def run(config: TrainConfig, datasets_override: Pipelines | None = None,
+        strategy_override: tf.distribute.Strategy | None = None,
+        extra_callbacks: list[keras.callbacks.Callback] | None = None) -> dict[str, Any]:
+    """Trains and evaluates one model; returns the final metrics.
+
+    `datasets_override` (pipelines of global batches) and `strategy_override` let tests
+    and other programs supply their own; `extra_callbacks` join the run's
+    (`RunCallbacks.extra`).
+    """
+    config.validate()
+    # Multi-worker collectives must be configured before TensorFlow runs any op.
+    strategy = strategy_override or distribute.get_strategy(config.strategy, tpu=config.tpu)
+    with dtype_policy(config.mixed_precision):
+        return _run(config, datasets_override, strategy, extra_callbacks or [])
+
+
+def _run(config, datasets_override, strategy, extra_callbacks):
+    replicas = strategy.num_replicas_in_sync
+    global_batch = config.batch_size * replicas
+    mirrored = isinstance(strategy, (tf.distribute.MirroredStrategy,
+                                     tf.distribute.MultiWorkerMirroredStrategy))
+    # Refuses an impossible setting before anything is written.
+    steps_per_execution = config.resolved_steps_per_execution(replicas if mirrored else 1)
+    # Only the chief writes to the workdir; other workers write to a scratch directory
+    # of their own, stable across restarts so their state survives too.
+    workdir = Workdir(config.workdir if distribute.is_chief(strategy)
+                      else distribute.worker_scratch_dir(config.workdir, strategy))
+    resume = workdir.check(config)
+    # Every replica must get a full batch under TPUs and multi-worker training.
+    drop_remainder = config.strategy in ("tpu", "multi_worker_mirrored") or replicas > 1
+    datasets = datasets_override or make_datasets(config, replicas, drop_remainder)
+    stream = datasets.train
+    with strategy.scope():
+        set_seed(config.seed, config.deterministic)  # initial weights: a function of the seed
+        model = build_compiled_model(config, replicas, stream.steps_per_epoch,
+                                     steps_per_execution)
+        workdir.start(config, resume)
+        if resume.epoch:
+            workdir.restore(model, resume)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and replicas > 1:
+        distribute.work_around_keras_multi_worker(model)
+    elif replicas > 1:
+        distribute.build_from_first_replica(model)
+    writers = SummaryWriters(workdir.tensorboard)
+    run_callbacks = get_callbacks(
+        config, workdir, writers, probe_batch(datasets.validation, config.probe_size),
+        stream.examples_per_epoch, resume,
+        test_dataset=datasets.test if config.test_every_epoch else None,
+        extra=extra_callbacks)
+    log.info("%s: model=%s bn=%s strategy=%s replicas=%d global_batch=%d steps/epoch=%d "
+             "workdir=%s", f"resuming after epoch {resume.epoch}" if resume.epoch else "starting",
+             config.model, config.bn, config.strategy, replicas, global_batch,
+             stream.steps_per_epoch, workdir.path)
+    nan_guard = run_callbacks.nan_guard
+    start = time.perf_counter()
+    try:
+        for epoch in range(resume.epoch, config.epochs):
+            model.fit(stream.epoch(epoch), validation_data=datasets.validation,
+                      initial_epoch=epoch, epochs=config.epochs,
+                      callbacks=run_callbacks.in_order(),
+                      verbose=1 if config.verbose == 1 else 0, shuffle=False)
+            if nan_guard.diverged_at is not None:
+                break
+    finally:
+        writers.close()
+    train_seconds = time.perf_counter() - start
+    test_loss, test_accuracy = model.evaluate(datasets.test, verbose=0)
+    history = run_callbacks.commit.history
+    val = [row["val_accuracy"] for row in history if "val_accuracy" in row]
+    speeds = [row["images_per_second"] for row in history]
+    metrics = {
+        "test_loss": float(test_loss),
+        "test_accuracy": float(test_accuracy),
+        "epochs": config.epochs,
+        "final_val_accuracy": val[-1] if val else None,
+        "best_val_accuracy": max(val) if val else None,
+        "epochs_run_this_session": len(history) - resume.epoch,
+        "train_seconds_this_session": train_seconds,
+        # Steady state: the first epoch also traces the training function.
+        "train_images_per_second": statistics.median(speeds[1:] or speeds) if speeds else None,
+        "diverged": nan_guard.diverged_at is not None,
+        "diverged_at_epoch": None if nan_guard.diverged_at is None else nan_guard.diverged_at[0],
+        "replicas": replicas,
+        "global_batch_size": global_batch,
+        "num_params": int(model.count_params()),
+        "history": history,
+        "loss_curve": run_callbacks.loss_every_n.points,
+    }
+    if nan_guard.diverged_at is not None:
+        log.warning("training diverged: the loss became NaN/inf in %s (try a lower learning "
+                    "rate, or BN)", nan_guard.describe())
+    workdir.finish(model, metrics)
+    return metrics
