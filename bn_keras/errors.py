@@ -8,6 +8,9 @@ inside the package is a bug, and the scripts show its traceback.
 
 from __future__ import annotations
 
+import errno
+import os
+
 
 class UserError(Exception):
     """A mistake or a condition the user can act on."""
@@ -29,3 +32,37 @@ class AlreadyExists(UserError, FileExistsError):
 class Unusable(UserError, OSError):
     """A file that cannot be used as it is (damaged, cut short, not what it claims), or a
     place that cannot be written (full disk, read-only)."""
+
+
+class InUse(UserError, BlockingIOError):
+    """Another process is writing to the same directory."""
+
+
+class DamagedFile(Unusable):
+    """A file that exists but cannot be what it should be: cut short, overwritten, altered."""
+
+    def __init__(self, path: str, reason: str, advice: str = ""):
+        self.path, self.reason = path, reason
+        super().__init__(f"{path} is damaged ({reason})" + (f"; {advice}" if advice else "")
+                         + ".")
+
+
+# What to do about a place that cannot be written, by errno.
+_WRITE_ADVICE = {errno.ENOSPC: "free some space on that disk",
+                 errno.EDQUOT: "free some space (the disk quota is full)",
+                 errno.EROFS: "it is on a read-only filesystem: choose a writable place",
+                 errno.EACCES: "choose a place you may write to",
+                 errno.EPERM: "choose a place you may write to"}
+
+
+def cannot_write(path: str, error: BaseException, advice: str = "") -> Unusable:
+    """The one-line error for `path` that could not be written (full disk, read-only
+    filesystem, no permission), with what to do. `error` is an OSError, or another
+    library's error whose message carries the system's reason."""
+    text = str(getattr(error, "message", None) or error)
+    code = getattr(error, "errno", None) or next(
+        (code for code in _WRITE_ADVICE if os.strerror(code) in text), None)
+    reason = os.strerror(code) if code else (text.strip().splitlines()
+                                             or [type(error).__name__])[0]
+    advice = _WRITE_ADVICE.get(code, advice or "choose a writable place")
+    return Unusable(f"cannot write {path}: {reason}; {advice}.")
