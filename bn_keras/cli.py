@@ -7,11 +7,10 @@
 - `run(main)`: absl.app.run(main) with one line and a non-zero exit for a bad
   flag and for every user error (bn_keras.errors.UserError: anything else is a
   bug and keeps its traceback), progress lines from the `bn_keras` loggers on
-  stdout, and Ctrl-C
-  answered within a moment: a line saying what is saved and how to resume,
-  exit status 130. Everything a run keeps is written atomically (a temporary
-  file, then a rename), so stopping at any instant loses only the unfinished
-  epoch.
+  stdout, and Ctrl-C or SIGTERM answered within a moment: a line saying what
+  is saved and how to resume, exit status 130 or 143. Everything a run keeps is
+  written atomically (a temporary file, then a rename), so stopping at any
+  instant loses only the unfinished epoch.
 
 Set BN_KERAS_TRACEBACK=1 to see the full traceback of a user error instead.
 """
@@ -26,7 +25,9 @@ import threading
 from collections.abc import Callable
 
 HELP_FLAGS = ("--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
-INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what shells report for Ctrl-C
+# Ctrl-C and a polite stop (Kubernetes, Slurm preemption, `docker stop`, systemd); a
+# stopped script exits 128 + the signal's number, as shells report it.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def verbosity(argv: list[str]) -> int | None:
@@ -110,33 +111,42 @@ def configure_logging() -> None:
 
 
 def exit_promptly_on_interrupt(describe: Callable[[], str] | None = None) -> None:
-    """On Ctrl-C: print what is saved and how to resume, and exit 130 at once.
+    """On Ctrl-C (SIGINT) or SIGTERM: print what is saved and how to resume, and exit at
+    once with 128 + the signal's number (130, 143).
 
     Python delivers KeyboardInterrupt only when the main thread next runs Python
-    code, which can be many seconds into a TensorFlow call. Instead the signal
-    wakes a watcher thread (through `signal.set_wakeup_fd`), which answers and
-    ends the process; no file is left half-written, as every write is atomic.
+    code, which can be many seconds into a TensorFlow call, and SIGTERM (what
+    Kubernetes, Slurm preemption, `docker stop` and systemd send) kills silently.
+    Instead either signal wakes a watcher thread (through `signal.set_wakeup_fd`),
+    which answers and ends the process; no file is left half-written, as every
+    write is atomic, and the OS releases the work directory's lock.
     """
     read_fd, write_fd = os.pipe()
     os.set_blocking(write_fd, False)
     signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-    signal.signal(signal.SIGINT, lambda signum, frame: None)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, lambda signum, frame: None)
 
     def watch():
-        while os.read(read_fd, 1) != bytes([signal.SIGINT]):
+        while (signum := os.read(read_fd, 1)[0]) not in STOP_SIGNALS:
             pass
         try:
             saved = describe() if describe else "completed work is saved"
         except Exception:  # noqa: BLE001 - the exit must not depend on it
             saved = "completed work is saved"
         sys.stdout.flush()
-        # At a terminal a progress bar may hold the cursor mid-line: end that line first.
-        start = "\n" if sys.stdout.isatty() else ""
-        print(f"{start}interrupted: {saved}; run the same command again to resume.",
-              file=sys.stderr, flush=True)
-        os._exit(INTERRUPTED_EXIT_CODE)
+        print_interrupted(saved)
+        os._exit(128 + signum)
 
     threading.Thread(target=watch, name="interrupt-watcher", daemon=True).start()
+
+
+def print_interrupted(saved: str) -> None:
+    """The line a stopped command prints: what is saved, and how to resume."""
+    # At a terminal a progress bar may hold the cursor mid-line: end that line first.
+    start = "\n" if sys.stdout.isatty() else ""
+    print(f"{start}interrupted: {saved}; run the same command again to resume.",
+          file=sys.stderr, flush=True)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -152,10 +162,13 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def run(main: Callable[[list[str]], None],
-        on_interrupt: Callable[[], str] | None = None) -> None:
-    """absl.app.run(main), turning user errors into one line and Ctrl-C into exit 130.
+        on_interrupt: Callable[[], str] | None = None, exit_on_signal: bool = True) -> None:
+    """absl.app.run(main), turning user errors into one line, and Ctrl-C and SIGTERM into
+    one line and exit 130 or 143.
 
-    `on_interrupt()` says what is saved when the user presses Ctrl-C.
+    `on_interrupt()` says what is saved when the command is stopped. A script that
+    answers the signals itself (one that must first stop its own child processes)
+    passes `exit_on_signal=False`.
     """
     from absl import app
 
@@ -172,7 +185,8 @@ def run(main: Callable[[list[str]], None],
 
             absl_logging.set_verbosity(absl_logging.WARNING)
         configure_logging()
-        exit_promptly_on_interrupt(on_interrupt)
+        if exit_on_signal:
+            exit_promptly_on_interrupt(on_interrupt)
         from bn_keras.errors import UserError
 
         try:

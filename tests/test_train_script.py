@@ -102,15 +102,19 @@ def test_verbosity_brings_tensorflow_logs_back(tmp_path, scripts):
     assert "I0000" in proc.stderr
 
 
-def test_ctrl_c_answers_within_two_seconds_and_the_rerun_is_exact(tmp_path, reference, start):
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+                         ids=["ctrl-c", "sigterm"])
+def test_a_stop_answers_within_two_seconds_and_the_rerun_is_exact(tmp_path, reference, start,
+                                                                  signum, code):
+    """Ctrl-C, or SIGTERM (Kubernetes, Slurm preemption, `docker stop`, systemd)."""
     proc = start(tmp_path)
     _wait_for_epochs(tmp_path, 1)
     time.sleep(0.5)  # into epoch 2
     sent = time.time()
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=30)
     latency = time.time() - sent
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     assert latency < 2.0, latency
     assert err.startswith("interrupted: 1 of 3 epochs saved in")  # no blank line first
     assert "run the same command again to resume" in err and "Traceback" not in err
@@ -154,7 +158,9 @@ def test_user_errors_are_one_line(tmp_path, scripts):
     is_a_file = ("experiments/train", "--dataset=synthetic", f"--workdir={a_file}")
     ghost = ("experiments/train", "--dataset=synthetic", "--virtual_batch_size=7",
              f"--workdir={tmp_path / 'ghost'}")
-    runs = scripts.run_all([is_a_file, ghost])  # both at once: mostly TensorFlow's start-up
+    nan = ("experiments/train", "--dataset=synthetic", "--weight_decay=nan",
+           f"--workdir={tmp_path / 'nan'}")
+    runs = scripts.run_all([is_a_file, ghost, nan])  # at once: mostly TensorFlow's start-up
     proc = runs[is_a_file]
     assert proc.returncode == 1
     assert proc.stderr.strip() == (f"error: --workdir='{a_file}' is a file, not a directory; "
@@ -163,6 +169,10 @@ def test_user_errors_are_one_line(tmp_path, scripts):
     assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
     assert "virtual_batch_size=7 does not divide the batch size per replica 128" in proc.stderr
     assert not os.path.exists(tmp_path / "ghost")
+    proc = runs[nan]
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "error: weight_decay must be a number in [0, 1], got nan."
+    assert not os.path.exists(tmp_path / "nan")
 
 
 def test_tensorboard_server_shows_one_point_per_epoch_equal_to_metrics_csv(
