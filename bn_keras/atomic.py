@@ -1,26 +1,65 @@
 """Files written whole or not at all: a temporary file beside the target, then a rename.
 
 A run killed mid-write (Ctrl-C, SIGKILL, a full disk) leaves the previous
-version of the file, never half of a new one.
+version of the file, never half of a new one. A write that fails (a full disk,
+a read-only place) removes its temporary file and raises `Unusable` naming the
+file; a file that cannot be read back as what it should be raises `DamagedFile`.
+A temporary file is named `.<stem>.<pid>.tmp<suffixes>` (`.best.812.tmp.keras`: Keras
+reads the kind of a file from its suffix); `is_temporary` recognizes the ones a
+killed process left behind.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import re
+from collections.abc import Iterator
 from typing import Any
+
+from bn_keras.errors import DamagedFile, Unusable, cannot_write
+
+_TEMPORARY = re.compile(r"^\.[^.]+\.\d+\.tmp(\..+)?$")
+
+
+def temporary_path(path: str) -> str:
+    """The temporary name a write of `path` goes through, beside it."""
+    directory, name = os.path.split(os.path.abspath(path))
+    stem, dot, suffixes = name.partition(".")
+    return os.path.join(directory, f".{stem}.{os.getpid()}.tmp{dot}{suffixes}")
+
+
+def is_temporary(name: str) -> bool:
+    return bool(_TEMPORARY.match(name))
+
+
+@contextlib.contextmanager
+def replacing(path: str) -> Iterator[str]:
+    """Yields a temporary path to write `path`'s new content to; on success renames it
+    into place, on failure removes it. An OSError (full disk, read-only place) becomes
+    `Unusable`, naming `path`."""
+    tmp = temporary_path(path)
+    try:
+        os.makedirs(os.path.dirname(tmp), exist_ok=True)
+        yield tmp
+        os.replace(tmp, path)
+    except Unusable:
+        raise
+    except OSError as e:
+        raise cannot_write(path, e) from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
 
 
 def write_text(path: str, text: str) -> str:
     """Writes `text` to `path` atomically; returns `path`."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with replacing(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
     return path
 
 
@@ -29,9 +68,29 @@ def write_json(path: str, value: Any, indent: int | None = 2) -> str:
     return write_text(path, json.dumps(value, indent=indent, sort_keys=True, default=str) + "\n")
 
 
-def read_json(path: str, default: Any = None) -> Any:
-    """The JSON value in `path`, or `default` when the file does not exist."""
+def read_json(path: str, default: Any = None, kind: type | None = None) -> Any:
+    """The JSON value in `path`, or `default` when the file does not exist. Raises
+    DamagedFile when it is not JSON (cut short, overwritten), or not of `kind`."""
     if not os.path.exists(path):
         return default
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DamagedFile(path, f"not valid JSON ({e})") from None
+    except OSError as e:
+        raise DamagedFile(path, os.strerror(e.errno) if e.errno else str(e)) from None
+    if kind is not None and not isinstance(value, kind):
+        raise DamagedFile(path, f"it holds a JSON {type(value).__name__}, not a "
+                                f"{'object' if kind is dict else kind.__name__}")
+    return value
+
+
+def sha256(path: str) -> str:
+    """The file's SHA-256, hex: recorded when a file is committed, checked before it is
+    trusted again."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -4,18 +4,25 @@ import dataclasses
 
 import pytest
 
-from bn_keras.train.config import TrainConfig, resume_conflicts
+from bn_keras.train.config import TrainConfig, differences, resume_conflicts
 
 
 @pytest.mark.parametrize("overrides,pattern", [
     (dict(bn="batch"), "bn='batch' is not one of none, keras, custom"),
     (dict(model="vgg"), "model='vgg' is not one of lenet, resnet20"),
     (dict(epochs=0), "epochs must be at least 1, got 0"),
-    (dict(learning_rate=-1.0), "learning_rate must be positive"),
-    (dict(bn_momentum=1.0), r"bn_momentum must be in \[0, 1\)"),
-    (dict(label_smoothing=1.0), r"label_smoothing must be in \[0, 1\)"),
-    (dict(weight_decay=-1e-4), "weight_decay must be >= 0"),
-    (dict(seed=-1), "seed must be >= 0"),
+    (dict(learning_rate=-1.0), "learning_rate must be a positive finite number, got -1.0"),
+    (dict(learning_rate=float("inf")), "learning_rate must be a positive finite number"),
+    (dict(bn_momentum=1.0), r"bn_momentum must be a number in \[0, 1\), got 1.0"),
+    (dict(sgd_momentum=float("nan")), r"sgd_momentum must be a number in \[0, 1\), got nan"),
+    (dict(label_smoothing=1.0), r"label_smoothing must be a number in \[0, 1\)"),
+    (dict(weight_decay=-1e-4), r"weight_decay must be a number in \[0, 1\]"),
+    (dict(weight_decay=float("nan")), r"weight_decay must be a number in \[0, 1\], got nan"),
+    (dict(seed=-1), r"seed must be a number in \[0, 4294967295\]"),
+    # Nothing is allocated in proportion to a flag beyond the data it asks for.
+    (dict(dataset="synthetic", batch_size=100_000_000),
+     "batch_size=100000000 is more than the 1,024 training examples"),
+    (dict(train_examples=100, batch_size=128), "more than the 100 training examples"),
     (dict(model="conv1d_example", dataset="cifar10"), "synthetic"),
     (dict(model="conv1d_example", dataset="synthetic", bn="none"), "tutorial's BN example"),
     (dict(strategy="tpu"), "needs a TPU address"),
@@ -59,6 +66,17 @@ def test_steps_per_execution_default_divides_the_loss_window():
     assert TrainConfig().resolved_steps_per_execution(mirrored_replicas=2) == 1
     with pytest.raises(ValueError, match="steps_per_execution=4 does not work with 2 replicas"):
         TrainConfig(steps_per_execution=4).resolved_steps_per_execution(mirrored_replicas=2)
+
+
+def test_a_field_an_older_record_lacks_counts_as_its_default():
+    recorded = dataclasses.asdict(TrainConfig(epochs=10))
+    del recorded["sgd_momentum"]  # as if written before the field existed
+    assert differences(recorded, TrainConfig(epochs=10)) == {}
+    assert differences(recorded, TrainConfig(epochs=10, sgd_momentum=0.5)) == {
+        "sgd_momentum": (0.9, 0.5)}
+    assert resume_conflicts(recorded, TrainConfig(epochs=10), 4) is None
+    recorded["weight_decay"] = float("nan")  # refused today, written by an older version
+    assert differences(recorded, TrainConfig(epochs=10, weight_decay=float("nan"))) == {}
 
 
 def test_resume_conflicts():

@@ -25,22 +25,23 @@ def _state(epoch):
                         for e in range(1, epoch + 1)], "callbacks": {}}
 
 
-def test_commit_keeps_only_the_latest_epoch_and_restores_it(tmp_path):
+def test_commit_keeps_the_last_two_epochs_and_restores_the_latest(tmp_path):
     w = workdir.Workdir(str(tmp_path))
     model = _model()
     w.commit(model, _state(1))
+    w.commit(model, _state(2))
     model.layers[1].kernel.assign(model.layers[1].kernel + 1.0)
     model.optimizer.iterations.assign(7)
-    w.commit(model, _state(2))
-    assert sorted(os.listdir(tmp_path / "backup")) == ["epoch-0002"]
+    w.commit(model, _state(3))
+    assert sorted(os.listdir(tmp_path / "backup")) == ["epoch-0002", "epoch-0003"]
     latest = w.latest()
-    assert (latest.epoch, latest.step, len(latest.history)) == (2, 20, 2)
+    assert (latest.epoch, latest.step, len(latest.history)) == (3, 30, 3)
     fresh = _model()
     w.restore(fresh, latest)
     np.testing.assert_array_equal(fresh.layers[1].kernel.numpy(), model.layers[1].kernel.numpy())
     assert int(fresh.optimizer.iterations.numpy()) == 7  # the optimizer's state too
     assert open(tmp_path / "metrics.csv").read().splitlines() == [
-        "epoch,loss,step", "1,1.0,10", "2,0.5,20"]
+        "epoch,loss,step", "1,1.0,10", "2,0.5,20", "3,0.3333333333333333,30"]
 
 
 def test_history_written_from_epoch_0_by_earlier_versions_reads_from_1(tmp_path):

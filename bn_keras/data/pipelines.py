@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from bn_keras.data import sources
-from bn_keras.data.cifar import IMAGE_SHAPE, SPLITS
+from bn_keras.data.cifar import IMAGE_SHAPE
 from bn_keras.data.cifar import MEAN as CIFAR10_MEAN
 from bn_keras.data.cifar import STD as CIFAR10_STD
 from bn_keras.data.sources import Examples
@@ -170,9 +170,8 @@ def cifar10_pipelines(batch_size: int, data_dir: str | None = None, augment: boo
                       train_examples: int | None = None, eval_batch_size: int | None = None
                       ) -> Pipelines:
     """Train, validation and test pipelines of CIFAR-10 (`train_examples`: the first N only)."""
-    splits = {split: sources.cifar10_examples(split, data_dir, download) for split in SPLITS}
-    splits["train"] = splits["train"].take(train_examples)
-    return pipelines(splits, batch_size, eval_batch_size, seed, augment, drop_remainder)
+    return pipelines(sources.cifar10_splits(data_dir, download, train_examples), batch_size,
+                     eval_batch_size, seed, augment, drop_remainder)
 
 
 def synthetic_pipelines(batch_size: int, num_train: int = 512, num_eval: int = 128,
@@ -181,8 +180,6 @@ def synthetic_pipelines(batch_size: int, num_train: int = 512, num_eval: int = 1
                         ) -> Pipelines:
     """Train/validation/test pipelines over synthetic data of CIFAR's (or the Conv1D
     example's) shapes."""
-    source = sources.synthetic_sequences if sequences else sources.synthetic_images
-    sizes = {"train": num_train, "validation": num_eval, "test": num_eval}
-    splits = {split: source(n, seed=seed + i) for i, (split, n) in enumerate(sizes.items())}
-    return pipelines(splits, batch_size, eval_batch_size, seed, augment and not sequences,
-                     drop_remainder, preprocess=None if sequences else normalize_images)
+    return pipelines(sources.synthetic_splits(num_train, num_eval, seed, sequences), batch_size,
+                     eval_batch_size, seed, augment and not sequences, drop_remainder,
+                     preprocess=None if sequences else normalize_images)

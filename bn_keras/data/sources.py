@@ -179,3 +179,21 @@ def synthetic_sequences(num_examples: int, seed: int = 0) -> Examples:
     offsets = np.random.default_rng(_CLASS_SEED).normal(size=(NUM_CLASSES, 1, SEQUENCE_SHAPE[1]))
     x = offsets[labels] + rng.normal(size=(num_examples, *SEQUENCE_SHAPE))
     return Examples(x.astype(np.float32), labels.astype(np.int64))
+
+
+def cifar10_splits(data_dir: str | None = None, download: bool = True,
+                   train_examples: int | None = None) -> dict[str, Examples]:
+    """CIFAR-10's "train", "validation" and "test" splits in memory (`train_examples`: the
+    first N training examples only)."""
+    splits = {split: cifar10_examples(split, data_dir, download) for split in SPLITS}
+    splits["train"] = splits["train"].take(train_examples)
+    return splits
+
+
+def synthetic_splits(num_train: int, num_eval: int, seed: int = 0,
+                     sequences: bool = False) -> dict[str, Examples]:
+    """Synthetic "train", "validation" and "test" splits of CIFAR's (or, with `sequences`,
+    the Conv1D example's) shapes, each drawn with its own seed."""
+    source = synthetic_sequences if sequences else synthetic_images
+    sizes = {"train": num_train, "validation": num_eval, "test": num_eval}
+    return {split: source(n, seed=seed + i) for i, (split, n) in enumerate(sizes.items())}

@@ -22,7 +22,7 @@ import tensorflow as tf
 from bn_keras import atomic
 from bn_keras.errors import InvalidSetting
 from bn_keras.train import training
-from bn_keras.train.config import TrainConfig
+from bn_keras.train.config import RESUMABLE_FIELDS, TrainConfig, differences
 from bn_keras.train.workdir import Workdir
 
 log = logging.getLogger(__name__)
@@ -67,9 +67,11 @@ def run_study(arms: Sequence[Arm], seeds: Sequence[int], base: TrainConfig,
         config = arm.config(base, seed, workdir)
         cached = atomic.read_json(result_path)
         if cached is not None:
-            if cached.get("config") != dataclasses.asdict(config):
-                raise InvalidSetting(f"{workdir} holds a result of other settings; remove it or "
-                                     "choose another --runs_dir.")
+            changed = set(differences(cached.get("config") or {}, config)) - set(RESUMABLE_FIELDS)
+            if changed:
+                raise InvalidSetting(f"{workdir} holds a result of other settings "
+                                     f"({', '.join(sorted(changed))}); remove it or choose "
+                                     "another --runs_dir.")
             results.append(cached)
             log.info("[%d/%d] %s seed %d: done earlier", i, len(runs), arm.name, seed)
             continue

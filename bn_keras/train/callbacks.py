@@ -268,7 +268,7 @@ class BNDiagnostics(EpochCallback):
     def write(self, step: int) -> None:
         values = self._probe(self.probe_inputs, self.probe_labels)
         self.written_at = step
-        with self.writers("bn_diagnostics").as_default(step=step), tf.summary.record_if(True):
+        with self.writers.writing("bn_diagnostics", step):
             for name, weights in values["bn"].items():
                 tf.summary.histogram(f"bn/{name}", weights)
             for name, norm in values["grad_norm"].items():

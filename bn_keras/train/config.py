@@ -13,6 +13,7 @@ it TensorFlow) to ask the models and the strategies for their choices.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from bn_keras.data import cifar
@@ -22,9 +23,9 @@ OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("constant", "cosine", "warmup_cosine")
 DATASETS = ("cifar10", "synthetic")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-# Fields that change how a run is carried out or reported, never its numbers: a
-# resumed run may change them.
-RESUMABLE_FIELDS = ("verbose", "data_dir", "download", "steps_per_execution")
+# Fields that change how or where a run is carried out or reported, never its numbers:
+# a resumed run may change them (a workdir moved to another disk resumes there).
+RESUMABLE_FIELDS = ("verbose", "data_dir", "download", "steps_per_execution", "workdir")
 # Schedules whose shape does not depend on the number of epochs: only these let a
 # finished run continue for more epochs with a well-defined result.
 EXTENSIBLE_SCHEDULES = ("constant",)
@@ -90,16 +91,12 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise InvalidSetting(f"{name} must be at least 1, got {value}.")
-        if not self.learning_rate > 0:
-            raise InvalidSetting(f"learning_rate must be positive, got {self.learning_rate}.")
-        if not 0 <= self.bn_momentum < 1:
-            raise InvalidSetting(f"bn_momentum must be in [0, 1), got {self.bn_momentum}.")
-        if not 0 <= self.label_smoothing < 1:
-            raise InvalidSetting(f"label_smoothing must be in [0, 1), got {self.label_smoothing}.")
-        if self.weight_decay < 0:
-            raise InvalidSetting(f"weight_decay must be >= 0, got {self.weight_decay}.")
-        if self.seed < 0:
-            raise InvalidSetting(f"seed must be >= 0, got {self.seed}.")
+        for name, low, high, closed in NUMBER_RANGES:
+            _check_range(name, getattr(self, name), low, high, closed)
+        if self.batch_size > self.training_examples:
+            raise InvalidSetting(
+                f"batch_size={self.batch_size} is more than the {self.training_examples:,} "
+                "training examples; pick a batch size of at most that.")
         if self.warmup_epochs < 0:
             raise InvalidSetting(f"warmup_epochs must be >= 0, got {self.warmup_epochs}.")
         if self.model == "conv1d_example" and self.dataset != "synthetic":
@@ -134,6 +131,14 @@ class TrainConfig:
             models.check_options(self.model, self.bn, **self.model_options(num_replicas=1))
         except (ValueError, TypeError) as e:
             raise InvalidSetting(str(e)) from None
+
+    @property
+    def training_examples(self) -> int:
+        """How many examples an epoch of this configuration trains on."""
+        if self.dataset == "synthetic":
+            return self.synthetic_examples
+        full = cifar.SPLIT_SIZES["train"]
+        return min(self.train_examples or full, full)
 
     def model_options(self, num_replicas: int) -> dict[str, Any]:
         """Keyword arguments of `models.build_model` for this configuration."""
@@ -173,8 +178,52 @@ class TrainConfig:
         return _largest_divisor(self.log_every_n_steps, 50)
 
 
+# (field, low, high, high included): every float and bounded integer setting. A NaN or an
+# infinity is refused by any range.
+NUMBER_RANGES = (
+    ("learning_rate", 0, math.inf, True),  # > 0
+    ("bn_momentum", 0, 1, False),
+    ("sgd_momentum", 0, 1, False),
+    ("label_smoothing", 0, 1, False),
+    ("weight_decay", 0, 1, True),
+    ("seed", 0, 2**32 - 1, True),
+)
+
+
+def _check_range(name: str, value: float, low: float, high: float, high_included: bool
+                 ) -> None:
+    positive = name == "learning_rate"
+    inside = ((value > low if positive else value >= low)
+              and (value <= high if high_included else value < high))
+    if not (math.isfinite(value) and inside):
+        expected = ("a positive finite number" if high == math.inf else
+                    f"a number in {'(' if positive else '['}{low}, {high}"
+                    f"{']' if high_included else ')'}")
+        raise InvalidSetting(f"{name} must be {expected}, got {value}.")
+
+
 def _largest_divisor(n: int, at_most: int) -> int:
     return max(d for d in range(1, min(n, at_most) + 1) if n % d == 0)
+
+
+def differences(previous: dict[str, Any], config: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """{field: (previous value, new value)} for every field in which `config` differs from
+    a recorded configuration (a workdir's config.json, a study's cached run).
+
+    A field the record lacks was added to TrainConfig after it was written: it counts as
+    its default, so new settings never make an existing run unresumable. Floats compare
+    as values (a NaN recorded by an older version equals a NaN).
+    """
+    defaults = dataclasses.asdict(TrainConfig())
+    current = dataclasses.asdict(config)
+    recorded = {**defaults, **{k: v for k, v in previous.items() if k in current}}
+    return {k: (recorded[k], current[k]) for k in current if not _same(recorded[k], current[k])}
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
 
 
 def resume_conflicts(previous: dict[str, Any], config: TrainConfig,
@@ -185,9 +234,8 @@ def resume_conflicts(previous: dict[str, Any], config: TrainConfig,
     RESUMABLE_FIELDS is allowed. Raising `epochs` continues training ("train 10
     more") where the learning rate does not depend on the number of epochs.
     """
-    current = dataclasses.asdict(config)
-    changed = {k: (previous.get(k), current[k]) for k in current
-               if k not in RESUMABLE_FIELDS and k != "epochs" and previous.get(k) != current[k]}
+    changed = {k: v for k, v in differences(previous, config).items()
+               if k not in RESUMABLE_FIELDS and k != "epochs"}
     if changed:
         listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
         return f"it holds a run with other settings ({listed})"

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 
 import tensorflow as tf
 
@@ -81,13 +79,10 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
                                             and "chief" not in resolver.cluster_spec().as_dict())
 
 
-def worker_scratch_dir(workdir: str, strategy: tf.distribute.Strategy) -> str:
-    """Where a non-chief worker writes: under $TMPDIR, one per (workdir, task), stable
-    across runs."""
+def task_name(strategy: tf.distribute.Strategy) -> str:
+    """This worker's task in its cluster, e.g. "worker1"."""
     resolver = strategy.cluster_resolver
-    key = hashlib.sha1(os.path.abspath(workdir).encode()).hexdigest()[:12]
-    return os.path.join(tempfile.gettempdir(),
-                        f"bn_keras_{key}_{resolver.task_type}{resolver.task_id}")
+    return f"{resolver.task_type}{resolver.task_id}"
 
 
 def _first_local(strategy: tf.distribute.Strategy, value):
@@ -149,3 +144,21 @@ def work_around_keras_multi_worker(model) -> None:
 
     reduce_per_replica.bn_keras_patched = True
     keras_tf_trainer.reduce_per_replica = reduce_per_replica
+
+
+def workers_agree(model, strategy: tf.distribute.Strategy) -> bool:
+    """Whether every replica of a strategy holds the same weights: a float64 fingerprint
+    of the model's variables (their sums and sums of squares) gathered from every replica
+    of every worker by the strategy's own collective, and compared. Synchronous training
+    must keep them equal to the last bit; this is the check that it did."""
+    import numpy as np
+
+    weights = [np.asarray(w, np.float64) for w in model.get_weights()]
+    fingerprint = tf.constant([[sum(float(w.sum()) for w in weights),
+                                sum(float((w * w).sum()) for w in weights)]], tf.float64)
+    @tf.function
+    def gather():
+        return strategy.gather(strategy.run(lambda: tf.identity(fingerprint)), axis=0)
+
+    gathered = gather().numpy()
+    return bool(np.all(gathered == gathered[0]))

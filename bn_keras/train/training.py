@@ -24,15 +24,16 @@ import keras
 import tensorflow as tf
 
 from bn_keras import models
-from bn_keras.data import pipelines
+from bn_keras.data import pipelines, sources
 from bn_keras.data.pipelines import Pipelines
+from bn_keras.data.sources import Examples
 from bn_keras.train import callbacks, distribute
 from bn_keras.train.config import TrainConfig
 from bn_keras.train.events import SummaryWriters
 from bn_keras.train.losses import make_loss
 from bn_keras.train.optimizers import make_optimizer
 from bn_keras.train.resume import EpochCommit, OneEpochPerFit
-from bn_keras.train.workdir import Resume, Workdir
+from bn_keras.train.workdir import Resume, Workdir, worker_scratch
 
 log = logging.getLogger(__name__)
 
@@ -56,22 +57,29 @@ def dtype_policy(name: str) -> Iterator[None]:
         keras.config.set_dtype_policy(previous)
 
 
-def make_datasets(config: TrainConfig, num_replicas: int = 1,
-                  drop_remainder: bool = False) -> Pipelines:
-    """The run's pipelines of global batches (`batch_size` and `eval_batch_size` examples
-    per replica): a function of `config` alone."""
-    global_batch = config.batch_size * num_replicas
-    eval_batch = config.eval_batch_size * num_replicas
+def load_splits(config: TrainConfig, num_replicas: int = 1) -> dict[str, Examples]:
+    """The run's "train", "validation" and "test" examples in memory: a function of
+    `config` alone (the synthetic evaluation sets hold at least one global batch)."""
     if config.dataset == "synthetic":
-        return pipelines.synthetic_pipelines(
-            global_batch, num_train=config.synthetic_examples,
-            num_eval=max(global_batch, config.synthetic_examples // 4), seed=config.seed,
-            drop_remainder=drop_remainder, augment=config.augment,
-            sequences=config.model == "conv1d_example", eval_batch_size=eval_batch)
-    return pipelines.cifar10_pipelines(
-        global_batch, config.data_dir, augment=config.augment, seed=config.seed,
-        drop_remainder=drop_remainder, download=config.download,
-        train_examples=config.train_examples, eval_batch_size=eval_batch)
+        global_batch = config.batch_size * num_replicas
+        # A quarter of the training set, and at least one batch where it holds one: never
+        # more examples than a flag asks to train on.
+        num_eval = max(config.synthetic_examples // 4,
+                       min(global_batch, config.synthetic_examples))
+        return sources.synthetic_splits(config.synthetic_examples, num_eval, config.seed,
+                                        sequences=config.model == "conv1d_example")
+    return sources.cifar10_splits(config.data_dir, config.download, config.train_examples)
+
+
+def make_datasets(config: TrainConfig, num_replicas: int = 1, drop_remainder: bool = False,
+                  splits: dict[str, Examples] | None = None) -> Pipelines:
+    """The run's pipelines of global batches (`batch_size` and `eval_batch_size` examples
+    per replica), over `splits` if given (else `load_splits(config)`)."""
+    sequences = config.model == "conv1d_example"
+    return pipelines.pipelines(
+        splits or load_splits(config, num_replicas), config.batch_size * num_replicas,
+        config.eval_batch_size * num_replicas, config.seed, config.augment and not sequences,
+        drop_remainder, preprocess=None if sequences else pipelines.normalize_images)
 
 
 def build_compiled_model(config: TrainConfig, num_replicas: int, steps_per_epoch: int,
@@ -165,16 +173,30 @@ def run(config: TrainConfig, datasets_override: Pipelines | None = None,
 
 def _run(config, datasets_override, strategy, extra_callbacks):
     replicas = strategy.num_replicas_in_sync
-    global_batch = config.batch_size * replicas
     mirrored = isinstance(strategy, (tf.distribute.MirroredStrategy,
                                      tf.distribute.MultiWorkerMirroredStrategy))
     # Refuses an impossible setting before anything is written.
     steps_per_execution = config.resolved_steps_per_execution(replicas if mirrored else 1)
-    # Only the chief writes to the workdir; other workers write to a scratch directory
-    # of their own, stable across restarts so their state survives too.
-    workdir = Workdir(config.workdir if distribute.is_chief(strategy)
-                      else distribute.worker_scratch_dir(config.workdir, strategy))
-    resume = workdir.check(config)
+    shared = Workdir(config.workdir)
+    with contextlib.ExitStack() as stack:
+        if distribute.is_chief(strategy):
+            stack.enter_context(shared.locked())  # the one writer of the workdir
+            workdir = shared
+        else:
+            # Other workers of a multi-worker run resume from the chief's commits, which
+            # hold the same weights, and write their own files to private scratch space.
+            workdir = Workdir(stack.enter_context(
+                worker_scratch(config.workdir, distribute.task_name(strategy))))
+        resume = shared.check(config)
+        with workdir.writing(workdir.path):
+            return _train(config, datasets_override, strategy, extra_callbacks, workdir,
+                          resume, steps_per_execution)
+
+
+def _train(config, datasets_override, strategy, extra_callbacks, workdir, resume,
+           steps_per_execution):
+    replicas = strategy.num_replicas_in_sync
+    global_batch = config.batch_size * replicas
     # Every replica must get a full batch under TPUs and multi-worker training.
     drop_remainder = config.strategy in ("tpu", "multi_worker_mirrored") or replicas > 1
     datasets = datasets_override or make_datasets(config, replicas, drop_remainder)
@@ -232,6 +254,9 @@ def _run(config, datasets_override, strategy, extra_callbacks):
         "replicas": replicas,
         "global_batch_size": global_batch,
         "num_params": int(model.count_params()),
+        # Several workers: whether they all ended with the same weights (they must).
+        "workers_agree": (distribute.workers_agree(model, strategy) if isinstance(
+            strategy, tf.distribute.MultiWorkerMirroredStrategy) and replicas > 1 else None),
         "history": history,
         "loss_curve": run_callbacks.loss_every_n.points,
     }

@@ -1,45 +1,79 @@
 """A training run's work directory: what it holds, and where a stopped run continues.
 
     workdir/
+      .lock                    held by the process writing here (bn_keras.locking)
       config.json              the configuration of the run
-      backup/epoch-NNNN/       the state after the last completed epoch: model and
-                               optimizer weights (model.weights.h5) and state.json
-                               (step, per-epoch history, best validation accuracy,
-                               callback state); kept when the run finishes
+      backup/epoch-NNNN/       the state after each of the last two completed epochs:
+                               model and optimizer weights (model.weights.h5) and
+                               state.json (step, per-epoch history, callback state, the
+                               weights' SHA-256); kept when the run finishes
       metrics.csv              one row per completed epoch, rewritten from the state
       tensorboard/             train/, validation/, bn_diagnostics/ event files
       checkpoints/best.keras   the model with the best validation accuracy
       final.keras, final_metrics.json   written last: final_metrics.json marks a finished run
+      .workers/                scratch space of other workers of a multi-worker run
 
 An epoch is committed by writing its state into a temporary directory and
 renaming it to `backup/epoch-NNNN`: a run killed at any moment (Ctrl-C, SIGKILL,
 a crash, also in the middle of that write) leaves the previous epoch's state
-whole. A restarted run reloads it, drops what the unfinished epoch had written
-to TensorBoard (events after the committed step) and carries on; with the
-training data a function of (seed, epoch) (bn_keras.data.pipelines), the result
-equals an uninterrupted run's. bn_keras.train.resume commits the epochs.
+whole. A restarted run checks the newest commit (its files parse, the weights
+match their recorded checksum) before it trusts it, falling back to the one
+before it, with a line that says so; it drops what the unfinished epoch had
+written to TensorBoard (events after the committed step), removes the temporary
+files a killed run left, and carries on; with the training data a function of
+(seed, epoch) (bn_keras.data.pipelines), the result equals an uninterrupted
+run's. bn_keras.train.resume commits the epochs. Every file that cannot be read
+or written is named in one line with what to do (bn_keras.errors).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import errno
+import gc
 import io
+import logging
 import os
 import re
 import shutil
+import stat
+import sys
+import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 import keras
 
 from bn_keras import atomic
-from bn_keras.errors import AlreadyExists, InvalidSetting
+from bn_keras.errors import (
+    AlreadyExists,
+    DamagedFile,
+    InvalidSetting,
+    Unusable,
+    UserError,
+    cannot_write,
+)
+from bn_keras.locking import DirectoryLock
 from bn_keras.train.config import TrainConfig, resume_conflicts
 from bn_keras.train.events import prune_events
 
+log = logging.getLogger(__name__)
+
 WEIGHTS_FILE = "model.weights.h5"
 STATE_FILE = "state.json"
+KEPT_COMMITS = 2  # the newest, and one to fall back on if the newest is damaged
+WORKERS_DIR = ".workers"
 _EPOCH_DIR = re.compile(r"^epoch-(\d{4,})$")
+_COMMIT_TMP = re.compile(r"^\.tmp-\d{4,}-\d+$")
+# Temporary files as bn_keras 0.1.0 named them (`.metrics.csv.PID.tmp`, `.tmp-PID-best.keras`).
+_OLD_TMP = re.compile(r"^(\..+\.\d+\.tmp|\.tmp-\d+-.+\.keras)$")
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+class NotWritten(Unusable):
+    """A write of the run failed; the message names the file and what is kept."""
 
 
 @dataclasses.dataclass
@@ -69,22 +103,60 @@ class Workdir:
         self.final_model = os.path.join(path, "final.keras")
         self.final_metrics = os.path.join(path, "final_metrics.json")
 
+    def locked(self) -> DirectoryLock:
+        """This process as the directory's one writer, for a `with` block; raises InUse,
+        naming the other process, when another holds it."""
+        self._refuse_a_file()
+        return DirectoryLock(self.path, "workdir", "--workdir")
+
     # ----------------------------------------------------------------- reading
     def latest(self) -> Resume:
-        """The last committed epoch's state (epoch 0 when there is none)."""
-        epochs = sorted(int(m.group(1)) for name in _listdir(self.backup)
-                        if (m := _EPOCH_DIR.match(name)))
-        if not epochs:
-            return Resume()
-        directory = os.path.join(self.backup, f"epoch-{epochs[-1]:04d}")
-        state = atomic.read_json(os.path.join(directory, STATE_FILE))
-        state["history"] = numbered_from_one(state.get("history", []))
-        return Resume(epoch=state["epoch"], step=state["step"], state=state,
-                      checkpoint=os.path.join(directory, WEIGHTS_FILE))
+        """The newest committed epoch whose files are whole (epoch 0 when there is none).
+
+        A damaged newest commit (unparsable state, weights that do not match their
+        checksum) is named in a log line and the one before it is used; when no
+        commit is whole, DamagedFile says which and what to do.
+        """
+        if os.path.lexists(self.backup) and not os.path.isdir(self.backup):
+            raise Unusable(f"{self.backup} is not a directory, so the run's committed epochs "
+                           "cannot be read; move it aside (the run then starts from epoch 0) "
+                           "or choose another --workdir.")
+        epochs = sorted((int(m.group(1)) for name in _listdir(self.backup)
+                         if (m := _EPOCH_DIR.match(name))), reverse=True)
+        damage = None
+        for epoch in epochs:
+            directory = os.path.join(self.backup, f"epoch-{epoch:04d}")
+            try:
+                resume = _read_commit(directory)
+            except DamagedFile as e:
+                log.warning("note: %s is damaged (%s); resuming from the epoch committed "
+                            "before it.", e.path, e.reason)
+                damage = damage or e
+                continue
+            return resume
+        if damage is not None:
+            raise DamagedFile(damage.path, damage.reason,
+                              f"no committed epoch of {self.path} is whole: move {self.backup} "
+                              "aside to start again from epoch 0, or choose another --workdir")
+        return Resume()
+
+    def read_config(self) -> dict[str, Any] | None:
+        """The recorded configuration (None for a new run); DamagedFile says what to do."""
+        try:
+            return atomic.read_json(self.config, kind=dict)
+        except DamagedFile as e:
+            raise DamagedFile(e.path, e.reason, "the run's settings are unknown: put the "
+                              "file back, or choose another --workdir") from None
 
     def read_final(self) -> dict[str, Any] | None:
-        """final_metrics.json of a finished run (None if unfinished), epochs numbered from 1."""
-        final = atomic.read_json(self.final_metrics)
+        """final_metrics.json of a finished run (None if unfinished), epochs numbered from 1.
+        A damaged one counts as missing, with a log line: the run is finished again."""
+        try:
+            final = atomic.read_json(self.final_metrics, kind=dict)
+        except DamagedFile as e:
+            log.warning("note: %s is damaged (%s); the run's last step (test evaluation, "
+                        "final files) runs again.", e.path, e.reason)
+            return None
         if final is not None:
             final["history"] = numbered_from_one(final.get("history", []))
         return final
@@ -94,12 +166,10 @@ class Workdir:
 
         AlreadyExists: the path is a file, or holds a finished run of `config`.
         InvalidSetting: it holds a run of other settings (listed), or one that cannot be
-        extended to `config.epochs`.
+        extended to `config.epochs`. DamagedFile: a file a resume needs is damaged.
         """
-        if os.path.exists(self.path) and not os.path.isdir(self.path):
-            raise AlreadyExists(f"--workdir={self.path!r} is a file, not a directory; "
-                                  "choose a directory path.")
-        previous = atomic.read_json(self.config)
+        self._refuse_a_file()
+        previous = self.read_config()
         if previous is None:
             return Resume()
         resume = self.latest()
@@ -107,26 +177,30 @@ class Workdir:
         if conflict:
             raise InvalidSetting(f"workdir {self.path!r}: {conflict}; resume it with the same "
                                  "flags or choose another --workdir.")
-        finished = atomic.read_json(self.final_metrics)
+        finished = self.read_final()
         if finished is not None and finished.get("epochs") == config.epochs:
             raise AlreadyExists(
                 f"workdir {self.path!r} already holds a finished run of {config.epochs} epochs; "
                 "choose another --workdir, or raise --epochs to train it further.")
         return resume
 
+    def _refuse_a_file(self) -> None:
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise AlreadyExists(f"--workdir={self.path!r} is a file, not a directory; "
+                                "choose a directory path.")
+
     # ----------------------------------------------------------------- writing
     def start(self, config: TrainConfig, resume: Resume) -> None:
-        """Records the configuration and clears what the unfinished epoch left behind."""
-        os.makedirs(self.path, exist_ok=True)
-        atomic.write_json(self.config, dataclasses.asdict(config))
-        for path in (self.final_metrics,):  # continuing a finished run: no longer finished
-            if os.path.exists(path):
-                os.remove(path)
-        prune_events(self.tensorboard, resume.step if resume.epoch else -1)
-        self.write_metrics_csv(resume.history)
-        for name in _listdir(self.backup):  # half-written commits of a killed run
-            if name.startswith(".tmp-"):
-                shutil.rmtree(os.path.join(self.backup, name), ignore_errors=True)
+        """Records the configuration and clears what the unfinished epoch, or a killed run's
+        temporary files, left behind. Call it holding the lock (`locked`)."""
+        with self.writing(self.path):
+            os.makedirs(self.path, exist_ok=True)
+            self._remove_leftovers()
+            atomic.write_json(self.config, dataclasses.asdict(config))
+            if os.path.exists(self.final_metrics):  # continuing a finished run: unfinished
+                os.remove(self.final_metrics)
+            prune_events(self.tensorboard, resume.step if resume.epoch else -1)
+            self.write_metrics_csv(resume.history)
 
     def restore(self, model: keras.Model, resume: Resume) -> None:
         """Loads the committed model and optimizer state into `model` (compiled, built)."""
@@ -135,22 +209,25 @@ class Workdir:
         model.load_weights(resume.checkpoint)
 
     def commit(self, model: keras.Model, state: dict[str, Any]) -> None:
-        """Makes `state` (epoch, step, history, ...) and the model's weights the latest."""
+        """Makes `state` (epoch, step, history, ...) and the model's weights the latest;
+        keeps the commit before it, removes older ones."""
         epoch = state["epoch"]
-        os.makedirs(self.backup, exist_ok=True)
         tmp = os.path.join(self.backup, f".tmp-{epoch:04d}-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
-        model.save_weights(os.path.join(tmp, WEIGHTS_FILE))
-        atomic.write_json(os.path.join(tmp, STATE_FILE), state)
         target = os.path.join(self.backup, f"epoch-{epoch:04d}")
-        shutil.rmtree(target, ignore_errors=True)
-        os.rename(tmp, target)  # the commit point
-        for name in _listdir(self.backup):
-            m = _EPOCH_DIR.match(name)
-            if m and int(m.group(1)) < epoch:
-                shutil.rmtree(os.path.join(self.backup, name), ignore_errors=True)
-        self.write_metrics_csv(state["history"])
+        with self.writing(self.backup, tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+            os.makedirs(tmp)
+            weights = os.path.join(tmp, WEIGHTS_FILE)
+            model.save_weights(weights)
+            atomic.write_json(os.path.join(tmp, STATE_FILE),
+                              {**state, "weights_sha256": atomic.sha256(weights)})
+            shutil.rmtree(target, ignore_errors=True)
+            os.rename(tmp, target)  # the commit point
+            for name in _listdir(self.backup):
+                m = _EPOCH_DIR.match(name)
+                if m and int(m.group(1)) <= epoch - KEPT_COMMITS:
+                    shutil.rmtree(os.path.join(self.backup, name), ignore_errors=True)
+            self.write_metrics_csv(state["history"])
 
     def write_metrics_csv(self, history: list[dict[str, Any]]) -> None:
         """metrics.csv: one row per committed epoch, `epoch` (from 1) first."""
@@ -168,15 +245,87 @@ class Workdir:
 
     def save_model(self, model: keras.Model, path: str) -> None:
         """`model.save(path)` through a temporary file and a rename."""
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{os.path.basename(path)}")
-        model.save(tmp)
-        os.replace(tmp, path)
+        with atomic.replacing(path) as tmp, self.writing(path, tmp):
+            model.save(tmp)
 
     def finish(self, model: keras.Model, metrics: dict[str, Any]) -> None:
         """The final model, then final_metrics.json, the mark of a finished run."""
         self.save_model(model, self.final_model)
-        atomic.write_json(self.final_metrics, metrics)
+        with self.writing(self.final_metrics):
+            atomic.write_json(self.final_metrics, metrics)
+
+    @contextlib.contextmanager
+    def writing(self, path: str, tmp: str | None = None) -> Iterator[None]:
+        """A failed write under `path` (full disk, read-only, no permission) -> one line
+        naming it, with what is kept (`NotWritten`); `tmp`, the write's temporary file or
+        directory, is removed. (h5py and Keras report these as plain OSErrors, or
+        ValueErrors carrying "errno = 28" and the like.)"""
+        hook = sys.unraisablehook
+        sys.unraisablehook = _without_h5py_cleanup_noise(hook)
+        try:
+            yield
+        except (OSError, ValueError) as e:
+            if isinstance(e, NotWritten) or not _is_write_failure(e):
+                raise
+            # The failed write's h5py objects die with its traceback: let them go now,
+            # while their cleanup's complaints about the same full disk are silenced.
+            e.__traceback__ = None
+            gc.collect()
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+                _remove(tmp)
+            if not isinstance(e, Unusable):
+                e = cannot_write(path, e)
+            raise NotWritten(f"{e} {self._kept()}") from None
+        finally:
+            sys.unraisablehook = hook
+
+    def _kept(self) -> str:
+        try:
+            epochs = self.latest().epoch
+        except Unusable:
+            epochs = 0
+        return (f"Nothing committed is lost: {epochs} epoch(s) saved in {self.path}; run the "
+                "same command again to resume." if epochs else "No epoch had been saved yet.")
+
+    def _remove_leftovers(self) -> None:
+        """Temporary files and half-written commits a killed run left (the lock is held: no
+        live process of this workdir owns them)."""
+        runs = [os.path.join(self.tensorboard, run) for run in _listdir(self.tensorboard)]
+        for directory in (self.path, os.path.dirname(self.best), self.backup, *runs):
+            for name in _listdir(directory):
+                path = os.path.join(directory, name)
+                if atomic.is_temporary(name) or _OLD_TMP.match(name):
+                    _remove(path)
+                elif directory == self.backup and _COMMIT_TMP.match(name):
+                    shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def worker_scratch(workdir: str, task: str) -> Iterator[str]:
+    """A private directory for one non-chief worker of a multi-worker run to write to,
+    removed when the run ends: `workdir/.workers/<task>-<pid>-<random>`, made with
+    `tempfile.mkdtemp` (a new, unpredictable name; nothing planted there beforehand is
+    followed). Scratch left by this task's workers that no longer run is removed first.
+    Non-chief workers read where to resume from the chief's workdir."""
+    parent = os.path.join(workdir, WORKERS_DIR)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        info = os.lstat(parent)
+        if not stat.S_ISDIR(info.st_mode):
+            raise Unusable(f"{parent} is not a directory (a link or a file); remove it.")
+        for name in os.listdir(parent):
+            if name.startswith(f"{task}-") and not _alive(name.split("-")[1]):
+                shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+        path = tempfile.mkdtemp(prefix=f"{task}-{os.getpid()}-", dir=parent)
+    except OSError as e:
+        raise cannot_write(parent, e, "choose a writable --workdir") from None
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.rmdir(parent)  # only when no other worker's scratch is left
 
 
 def numbered_from_one(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -190,10 +339,76 @@ def numbered_from_one(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def describe(path: str) -> str:
     """What a run's work directory holds, in a sentence, for an interrupted user."""
     workdir = Workdir(path)
-    config = atomic.read_json(workdir.config) or {}
-    done = workdir.latest().epoch
-    total = config.get("epochs", "?")
-    return f"{done} of {total} epochs saved in {path}"
+    config = workdir.read_config()
+    if config is None:
+        return f"nothing saved yet in {path} (the run was starting)"
+    return f"{workdir.latest().epoch} of {config.get('epochs', '?')} epochs saved in {path}"
+
+
+def _read_commit(directory: str) -> Resume:
+    """One committed epoch, checked: state.json parses and holds what a resume needs, and
+    the weights file is whole (its SHA-256 as recorded, where it was)."""
+    state_path = os.path.join(directory, STATE_FILE)
+    weights = os.path.join(directory, WEIGHTS_FILE)
+    state = atomic.read_json(state_path, kind=dict)
+    if state is None:
+        raise DamagedFile(state_path, "missing")
+    if not (isinstance(state.get("epoch"), int) and isinstance(state.get("step"), int)
+            and isinstance(state.get("history"), list)):
+        raise DamagedFile(state_path, "it lacks the epoch, step or history of a commit")
+    if not os.path.isfile(weights):
+        raise DamagedFile(weights, "missing")
+    recorded = state.get("weights_sha256")  # commits of 0.1.0 recorded none
+    if recorded is not None and atomic.sha256(weights) != recorded:
+        raise DamagedFile(weights, "its checksum differs from the one recorded when the "
+                                   "epoch was committed")
+    state["history"] = numbered_from_one(state["history"])
+    return Resume(epoch=state["epoch"], step=state["step"], state=state, checkpoint=weights)
+
+
+def _is_write_failure(error: Exception) -> bool:
+    """A place that cannot be written (full, read-only, forbidden): an Unusable of ours, an
+    OSError, or Keras' and h5py's ValueError/OSError wrapping one (their messages carry
+    "errno = 28" and the like instead of an errno attribute)."""
+    if isinstance(error, Unusable):
+        return not isinstance(error, DamagedFile)
+    if isinstance(error, UserError):
+        return False
+    return _errno_of(error) in _WRITE_ERRNOS
+
+
+def _errno_of(error: Exception) -> int | None:
+    if isinstance(error, OSError) and error.errno:
+        return error.errno
+    match = re.search(r"errno = (\d+)", str(error))
+    return int(match.group(1)) if match else None
+
+
+def _without_h5py_cleanup_noise(hook):
+    """sys.unraisablehook that drops h5py's "Can't decrement id ref count" reports: after a
+    failed write (a full disk), h5py's objects fail to flush again as they are freed, and
+    Python would print each as a traceback."""
+    def unraisable(report):
+        if not (isinstance(report.exc_value, RuntimeError)
+                and "decrement id ref count" in str(report.exc_value)):
+            hook(report)
+
+    return unraisable
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.remove(path)
 
 
 def _listdir(path: str) -> list[str]:
