@@ -44,6 +44,7 @@ def define_flags() -> None:
 def run(tuner_kind, model, dataset, data_dir, max_trials, max_epochs, train_examples,
         synthetic_examples, workdir, output_dir, seed) -> dict:
     from bn_keras import tables
+    from bn_keras.locking import DirectoryLock
     from bn_keras.study import tuning
     from bn_keras.train import training
     from bn_keras.train.config import TrainConfig
@@ -51,10 +52,12 @@ def run(tuner_kind, model, dataset, data_dir, max_trials, max_epochs, train_exam
     base = TrainConfig(model=model, dataset=dataset, data_dir=data_dir, download=False,
                        train_examples=train_examples, synthetic_examples=synthetic_examples,
                        verbose=0, seed=seed)
-    training.set_seed(seed, deterministic=False)
-    tuner = tuning.make_tuner(tuner_kind, base, workdir, max_trials, max_epochs, seed)
-    rows = tuning.search(tuner, max_epochs, os.path.join(workdir, "tensorboard"))
-    best = tuning.retrain_best(tuner, workdir, max_epochs)
+    base.validate()
+    with DirectoryLock(workdir, "tuner workdir", "--workdir"):
+        training.set_seed(seed, deterministic=False)
+        tuner = tuning.make_tuner(tuner_kind, base, workdir, max_trials, max_epochs, seed)
+        rows = tuning.search(tuner, max_epochs, os.path.join(workdir, "tensorboard"))
+        best = tuning.retrain_best(tuner, workdir, max_epochs)
     columns = ["trial", "val_accuracy", "bn", "bn_momentum", "learning_rate", "optimizer",
                "batch_size"] + [c for c in ("tuner/epochs",) if any(c in r for r in rows)]
     preamble = (f"# Hyperparameter search ({tuner_kind}, {model}, {dataset})\n\n"

@@ -10,6 +10,8 @@ import tensorflow as tf
 
 from bn_keras import models
 from bn_keras.data import cifar, pipelines, sources
+from bn_keras.errors import DamagedFile, InUse
+from bn_keras.locking import DirectoryLock
 from bn_keras.serve import export
 
 
@@ -40,7 +42,8 @@ def test_export_layout_signatures_and_versions(tmp_path, lenet, images):
     first = export.export_saved_model(model, str(tmp_path), "lenet", metadata={"bn": "custom"})
     second = export.export_saved_model(model, str(tmp_path), "lenet", fold_bn=False)
     assert first == str(tmp_path / "lenet" / "1") and second == str(tmp_path / "lenet" / "2")
-    assert sorted(os.listdir(tmp_path / "lenet")) == ["1", "2"]  # no temporary leftovers
+    # No temporary leftovers; TF Serving reads the numbered versions only, not the lock.
+    assert sorted(os.listdir(tmp_path / "lenet")) == [".lock", "1", "2"]
     with pytest.raises(FileExistsError, match="exists"):
         export.export_saved_model(model, str(tmp_path), "lenet", version=1)
     meta = export.read_metadata(first)
@@ -79,6 +82,23 @@ def test_bad_saved_model_paths(tmp_path):
         export.load_serving_model(str(tmp_path / "missing"))
     with pytest.raises(FileNotFoundError, match="not a SavedModel"):
         export.load_serving_model(str(tmp_path))
+
+
+def test_a_cut_saved_model_is_one_line_and_a_busy_model_dir_is_refused(tmp_path, lenet):
+    model, _ = lenet
+    path = export.export_saved_model(model, str(tmp_path), "lenet")
+    pb = os.path.join(path, "saved_model.pb")
+    with open(pb, "rb") as f:
+        data = f.read()
+    with open(pb, "wb") as f:
+        f.write(data[: len(data) // 3])
+    with pytest.raises(DamagedFile, match=r"saved_model.pb|TensorFlow cannot load it") as error:
+        export.load_serving_model(path)
+    assert "\n" not in str(error.value) and str(error.value).endswith("export the model again.")
+    # Two exports into one model directory would pick the same version: one at a time.
+    with DirectoryLock(str(tmp_path / "lenet")), pytest.raises(
+            InUse, match=r"model directory .*lenet' is in use by process"):
+        export.export_saved_model(model, str(tmp_path), "lenet")
 
 
 @pytest.mark.slow

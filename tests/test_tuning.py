@@ -55,3 +55,10 @@ def test_hyperband_searches_continues_trials_quietly_and_retrains_the_best(tmp_p
     assert {k: config[k] for k in searched} == searched
     with pytest.raises(ValueError, match="Unknown tuner='grid'"):
         tuning.make_tuner("grid", base, str(tmp_path), 1, 1)
+
+
+def test_missing_data_is_found_before_the_search_writes_anything(tmp_path):
+    base = _base(tmp_path, dataset="cifar10", data_dir=str(tmp_path / "nowhere"), download=False)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        tuning.make_tuner("random", base, str(tmp_path / "tuner"), max_trials=1, max_epochs=1)
+    assert not (tmp_path / "tuner").exists()

@@ -26,8 +26,16 @@ import tensorflow as tf
 from bn_keras import atomic
 from bn_keras.data import cifar
 from bn_keras.data.pipelines import normalize_images
-from bn_keras.errors import AlreadyExists, InvalidSetting, NotFound
+from bn_keras.errors import (
+    AlreadyExists,
+    DamagedFile,
+    InvalidSetting,
+    NotFound,
+    Unusable,
+    cannot_write,
+)
 from bn_keras.layers.folding import fold_batch_norm, foldable_pairs
+from bn_keras.locking import DirectoryLock
 
 METADATA_FILE = "bn_keras_metadata.json"
 INPUT_NAME = "image"
@@ -61,14 +69,22 @@ def export_saved_model(model: keras.Model, base_dir: str, name: str, version: in
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise InvalidSetting(f"model name {name!r} must be letters, digits, '_', '-' or '.'.")
     model_dir = os.path.join(base_dir, name)
-    version = next_version(model_dir) if version is None else version
-    if version < 1:
+    if version is not None and version < 1:
         raise InvalidSetting(f"version must be a positive integer, got {version}.")
-    target = os.path.join(model_dir, str(version))
-    if os.path.exists(target) and not overwrite:
-        raise AlreadyExists(f"{target} exists; pass overwrite=True (--overwrite) to replace it.")
-    serving_model = fold_batch_norm(model) if fold_bn else model
+    # One export into a model's directory at a time: two would pick the same next version.
+    with DirectoryLock(model_dir, "model directory", "--name or --base_dir"):
+        version = next_version(model_dir) if version is None else version
+        target = os.path.join(model_dir, str(version))
+        if os.path.exists(target) and not overwrite:
+            raise AlreadyExists(f"{target} exists; pass overwrite=True (--overwrite) to "
+                                "replace it.")
+        _write_version(model, target, name, version, fold_bn, metadata)
+    return target
 
+
+def _write_version(model, target, name, version, fold_bn, metadata) -> None:
+    """The SavedModel, through a temporary directory beside `target` and a rename."""
+    serving_model = fold_batch_norm(model) if fold_bn else model
     archive = keras.export.ExportArchive()
     archive.track(serving_model)
 
@@ -83,9 +99,11 @@ def export_saved_model(model: keras.Model, base_dir: str, name: str, version: in
     archive.add_endpoint("normalized", from_normalized, input_signature=[
         tf.TensorSpec([None, *cifar.IMAGE_SHAPE], tf.float32, name=NORMALIZED_INPUT_NAME)])
 
-    os.makedirs(model_dir, exist_ok=True)
+    model_dir = os.path.dirname(target)
+    for leftover in os.listdir(model_dir):  # of an export that was killed (the lock is ours)
+        if leftover.startswith(".tmp-"):
+            shutil.rmtree(os.path.join(model_dir, leftover), ignore_errors=True)
     tmp = os.path.join(model_dir, f".tmp-{version}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
         archive.write_out(tmp, verbose=False)
         info = {"name": name, "version": version, "bn_folded": fold_bn,
@@ -98,18 +116,30 @@ def export_saved_model(model: keras.Model, base_dir: str, name: str, version: in
         if os.path.exists(target):
             shutil.rmtree(target)
         os.rename(tmp, target)
+    except Unusable:
+        raise
+    except (OSError, tf.errors.OpError) as e:
+        raise cannot_write(target, e) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def load_serving_model(path: str):
-    """tf.saved_model.load of an exported version, with a clear error if it is not one."""
+    """tf.saved_model.load of an exported version, with a clear error if it is not one.
+
+    Loading runs the graph the SavedModel holds, whatever it is (that is how TensorFlow
+    works: a SavedModel is a program): load only SavedModels you or someone you trust
+    exported."""
     if not os.path.isdir(path):
         raise NotFound(f"no SavedModel directory at {path!r}.")
     if not os.path.exists(os.path.join(path, "saved_model.pb")):
         raise NotFound(f"{path!r} is not a SavedModel (no saved_model.pb in it).")
-    loaded = tf.saved_model.load(path)
+    try:
+        loaded = tf.saved_model.load(path)
+    except (OSError, ValueError, tf.errors.OpError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise DamagedFile(path, f"TensorFlow cannot load it: {reason}",
+                          "export the model again") from None
     if "serving_default" not in loaded.signatures:
         raise InvalidSetting(f"{path!r} has no serving_default signature.")
     return loaded

@@ -21,11 +21,16 @@ TUNERS = ("hyperband", "bayesian", "random")
 
 
 class BNHyperModel(keras_tuner.HyperModel):
-    """The search space; `fit` builds the pipelines for the trial's batch size."""
+    """The search space; `fit` builds the pipelines for the trial's batch size from the
+    examples `load_data` read once (before the search, so missing data is one line)."""
 
     def __init__(self, base: TrainConfig):
         super().__init__(name=f"{base.model}_bn_search")
         self.base = base
+        self.splits = None
+
+    def load_data(self) -> None:
+        self.splits = training.load_splits(self.base)
 
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
         # One step per call: the trial's epochs are concatenated into one dataset (`fit`).
@@ -45,8 +50,9 @@ class BNHyperModel(keras_tuner.HyperModel):
             lr_schedule="constant")
 
     def fit(self, hp, model, *args, **kwargs):
-        config = self.trial_config(hp)
-        datasets = training.make_datasets(config)
+        if self.splits is None:
+            self.load_data()
+        datasets = training.make_datasets(self.trial_config(hp), splits=self.splits)
         stream = datasets.train
         kwargs.pop("validation_data", None)
         # Each epoch's batches are a function of (seed, epoch), as in training.run.
@@ -57,9 +63,13 @@ class BNHyperModel(keras_tuner.HyperModel):
 
 def make_tuner(kind: str, base: TrainConfig, directory: str, max_trials: int,
                max_epochs: int, seed: int = 0, overwrite: bool = False) -> keras_tuner.Tuner:
+    """The search over `base`'s data, which is read first: missing data is one error here,
+    not a traceback per trial inside keras-tuner."""
     if kind not in TUNERS:
         raise InvalidSetting(f"Unknown tuner={kind!r}; expected one of {', '.join(TUNERS)}.")
-    common = dict(hypermodel=BNHyperModel(base), objective="val_accuracy", seed=seed,
+    hypermodel = BNHyperModel(base)
+    hypermodel.load_data()
+    common = dict(hypermodel=hypermodel, objective="val_accuracy", seed=seed,
                   directory=directory, project_name=f"{kind}_search", overwrite=overwrite)
     if kind == "hyperband":
         return keras_tuner.Hyperband(max_epochs=max_epochs, factor=3, **common)
