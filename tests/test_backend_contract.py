@@ -23,7 +23,8 @@ def test_tensorflow_backend_keeps_the_contract():
     assert kernels["8x28x28x16 axis=-1 training=True"] == "_Fused"  # 100,352 elements
     assert kernels["4x16x6x6 axis=1 training=True"] == "general path"
     assert set(checked["steps"]) == {"16x10 axis=-1", "8x6x6x16 axis=-1",
-                                     "repeat and infer_step"}
+                                     "repeat and infer_step", "xla"}
+    assert checked["steps"]["xla"] == "equals the step without XLA"
 
 
 def test_tensorflow_chooses_while_running_when_the_batch_size_is_unknown():

@@ -76,6 +76,9 @@ def test_backend_keeps_the_contract(probe):
     # PyTorch has a kernel; JAX leaves everything to XLA's fusion of the general path.
     assert kernels == ({"_Kernel"} if contract["name"] == "torch" else {"general path"})
     assert "repeat and infer_step" in contract["steps"]
+    assert contract["steps"]["xla"] == ("equals the step without XLA" if contract["name"] == "jax"
+                                        else "refused: no XLA on Keras' torch backend (use "
+                                        "tensorflow or jax).")
 
 
 def test_equivalence_subset_passes(probe):

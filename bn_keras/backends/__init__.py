@@ -63,13 +63,15 @@ class Backend(Protocol):
         ...
 
     def train_step(self, layer: keras.layers.Layer, mask=None, compiled: bool = False,
-                   repeat: int = 1) -> TrainStep:
+                   repeat: int = 1, xla: bool = False) -> TrainStep:
         """`repeat` training steps of `layer` on the same batch per call (see `TrainStep`),
-        traced as the backend's trainer would with `compiled`; returns the last step's."""
+        traced as the backend's trainer would with `compiled`; returns the last step's.
+        `xla`: compiled by XLA, traced with the batch size unknown, as Keras' trainer
+        traces it (NotImplementedError where the backend has no XLA)."""
         ...
 
     def infer_step(self, layer: keras.layers.Layer, mask=None, compiled: bool = False,
-                   repeat: int = 1) -> InferStep:
+                   repeat: int = 1, xla: bool = False) -> InferStep:
         """`repeat` inference-mode calls of `layer` per call; returns the last output."""
         ...
 

@@ -23,11 +23,11 @@ class GeneralBackend:
     def sum_over_replicas(self, t):
         return t
 
-    def train_step(self, layer, mask=None, compiled=False, repeat=1):
+    def train_step(self, layer, mask=None, compiled=False, repeat=1, xla=False):
         raise NotImplementedError(f"no training step on Keras' {self.name} backend: it has "
                                   "no gradients; use tensorflow, jax or torch.")
 
-    def infer_step(self, layer, mask=None, compiled=False, repeat=1):
+    def infer_step(self, layer, mask=None, compiled=False, repeat=1, xla=False):
         raise NotImplementedError(f"no inference step on Keras' {self.name} backend.")
 
     def wait(self, result) -> None:

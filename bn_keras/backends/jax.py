@@ -31,7 +31,8 @@ class JaxBackend(GeneralBackend):
     def __init__(self):
         super().__init__("jax")
 
-    def train_step(self, layer, mask=None, compiled=False, repeat=1):
+    def train_step(self, layer, mask=None, compiled=False, repeat=1, xla=False):
+        compiled = compiled or xla  # jax.jit is XLA
         def value(trainable, non_trainable, x, loss_weights):
             y, non_trainable = _stateless(layer, trainable, non_trainable,
                                           lambda: layer(x, training=True, mask=mask))
@@ -53,7 +54,9 @@ class JaxBackend(GeneralBackend):
         # JAX dispatches asynchronously: a Python loop of calls keeps the device busy.
         return repeated(step, repeat)
 
-    def infer_step(self, layer, mask=None, compiled=False, repeat=1):
+    def infer_step(self, layer, mask=None, compiled=False, repeat=1, xla=False):
+        compiled = compiled or xla
+
         def infer(trainable, non_trainable, x):
             y, _ = _stateless(layer, trainable, non_trainable,
                               lambda: layer(x, training=False, mask=mask))

@@ -1,6 +1,7 @@
 """TensorFlow's fast paths: the fused kernel, and a row view with a hand-written gradient.
 
-Channels-last inputs take one of two paths, chosen per call by size:
+Channels-last inputs take one of two paths, chosen per call by size (under XLA,
+always the rows):
 
 - 16+ channels, rank >= 3 and 100,000+ elements: TensorFlow's fused kernel
   (`FusedBatchNormV3`: one op forward and one backward instead of a dozen) on
@@ -17,6 +18,7 @@ Replicas are those of the enclosing `tf.distribute` strategy.
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from bn_keras.backends import cpu_name, loss, repeated, weight_names
@@ -41,10 +43,18 @@ class TensorFlowBackend:
 
     def kernel(self, x, channel_axis: int, epsilon: float, training: bool):
         """The row kernel, the fused one, or, where the batch size is unknown while
-        tracing, a choice between them at run time; None off the channels-last layout."""
+        tracing, a choice between them at run time; under XLA the rows; None off the
+        channels-last layout."""
         rank = len(x.shape)
         if rank < 2 or channel_axis != rank - 1 or x.dtype not in _FAST_DTYPES:
             return None
+        if _in_xla():
+            # Under XLA the rows are the fastest kernel at most sizes and close at the
+            # others (`bench_layer.py --xla`: 0.23x Keras' time at 256x32x32x64, fused
+            # 0.55x; 0.84x at 128x28x28x6, fused 0.75x), and a run-time choice between
+            # kernels (tf.cond on the size, where the batch size is unknown while
+            # tracing) aborts XLA's dynamic-shape pass in the gradient.
+            return ROWS
         if not (rank >= 3 and x.shape[-1] >= _FUSED_MIN_CHANNELS
                 and epsilon >= _FUSED_MIN_EPSILON):
             return ROWS
@@ -59,7 +69,7 @@ class TensorFlowBackend:
     def sum_over_replicas(self, t):
         return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, t)
 
-    def train_step(self, layer, mask=None, compiled=False, repeat=1):
+    def train_step(self, layer, mask=None, compiled=False, repeat=1, xla=False):
         def step(x, loss_weights):
             x = tf.convert_to_tensor(x)
             with tf.GradientTape() as tape:
@@ -69,15 +79,18 @@ class TensorFlowBackend:
             grads = tape.gradient(value, [x] + layer.trainable_variables)
             return y, dict(zip(["input"] + weight_names(layer), grads, strict=True))
 
-        return self._traced(step, compiled, repeat)
+        return self._traced(step, compiled, repeat, xla)
 
-    def infer_step(self, layer, mask=None, compiled=False, repeat=1):
-        return self._traced(lambda x: layer(x, training=False, mask=mask), compiled, repeat)
+    def infer_step(self, layer, mask=None, compiled=False, repeat=1, xla=False):
+        return self._traced(lambda x: layer(x, training=False, mask=mask), compiled, repeat,
+                            xla)
 
     @staticmethod
-    def _traced(fn, compiled, repeat):
+    def _traced(fn, compiled, repeat, xla):
         # Compiled, the steps loop inside the traced graph, so that the synchronous
         # per-call cost (about 0.2 ms on CPU) does not hide the layer's.
+        if xla:
+            return _traced_with_unknown_batch(repeated(fn, repeat, loop=tf.range))
         if compiled:
             return tf.function(repeated(fn, repeat, loop=tf.range))
         return repeated(fn, repeat)
@@ -130,6 +143,29 @@ class _FusedOrRows:
 
 
 FUSED, ROWS, FUSED_OR_ROWS = _Fused(), _Rows(), _FusedOrRows()
+
+
+def _traced_with_unknown_batch(fn):
+    """`fn` compiled by XLA, traced on its first call with every argument's batch size
+    unknown, as Keras traces its training step (`reduce_retracing`)."""
+    traced = []
+
+    def call(*args):
+        if not traced:
+            signature = [tf.TensorSpec((None, *np.shape(a)[1:]), tf.as_dtype(a.dtype))
+                         for a in args]
+            traced.append(tf.function(fn, jit_compile=True, input_signature=signature))
+        return traced[0](*args)
+
+    return call
+
+
+def _in_xla() -> bool:
+    """Whether the graph being traced is compiled by XLA (tf.function(jit_compile=True),
+    Keras' jit_compile, TPUs). TensorFlow has no public test; tf-keras used the same one."""
+    from tensorflow.python.ops import control_flow_util
+
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 BACKEND = TensorFlowBackend()
 
 

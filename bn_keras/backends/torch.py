@@ -60,7 +60,8 @@ class TorchBackend:
             "torch.distributed processes is not supported on the torch backend; use "
             "synchronized=False (each process normalizes with its own batch statistics).")
 
-    def train_step(self, layer, mask=None, compiled=False, repeat=1):
+    def train_step(self, layer, mask=None, compiled=False, repeat=1, xla=False):
+        _no_xla(xla)
         mask = None if mask is None else keras.ops.convert_to_tensor(mask)
 
         def step(x, loss_weights):
@@ -72,7 +73,9 @@ class TorchBackend:
 
         return repeated(step, repeat)
 
-    def infer_step(self, layer, mask=None, compiled=False, repeat=1):
+    def infer_step(self, layer, mask=None, compiled=False, repeat=1, xla=False):
+        _no_xla(xla)
+
         @torch.no_grad()
         def infer(x):
             return layer(x, training=False, mask=mask)
@@ -111,6 +114,11 @@ class _Kernel:
 
 KERNEL = _Kernel()
 BACKEND = TorchBackend()
+
+
+def _no_xla(xla: bool) -> None:
+    if xla:
+        raise NotImplementedError("no XLA on Keras' torch backend (use tensorflow or jax).")
 
 
 def _channels_second(x, channel_axis):

@@ -110,7 +110,24 @@ def _steps(backend: Backend) -> dict[str, Any]:
         _close(infer, keras.ops.convert_to_numpy(layer(x, training=False)),
                f"infer_step compiled={compiled}")
     results["repeat and infer_step"] = "three steps per call; inference equals layer(x)"
+    results["xla"] = _xla_steps(backend, x, weights)
     return results
+
+
+def _xla_steps(backend: Backend, x, weights) -> str:
+    """Steps compiled by XLA equal the plain ones, where the backend has XLA."""
+    outputs = []
+    for xla in (False, True):
+        layer = BatchNormalization(momentum=0.5)
+        layer.build(x.shape)
+        try:
+            y, grads = backend.train_step(layer, xla=xla)(x, weights)
+        except NotImplementedError as e:
+            return f"refused: {e}"
+        outputs.append((y, grads["input"], layer.moving_variance))
+    for plain, compiled in zip(*outputs, strict=True):
+        _close(compiled, keras.ops.convert_to_numpy(plain), "a step compiled by XLA")
+    return "equals the step without XLA"
 
 
 def _close(actual, expected, what: str) -> None:

@@ -29,21 +29,22 @@ from bn_keras.backends import TrainStep
 
 
 def train_step(layer: keras.layers.Layer, mask=None, compiled: bool = False,
-               repeat: int = 1) -> TrainStep:
+               repeat: int = 1, xla: bool = False) -> TrainStep:
     """A function running `repeat` training steps of `layer` on the same batch; it returns
-    the last step's output and gradients (bn_keras.backends.TrainStep)."""
-    return backends.current().train_step(layer, mask, compiled, repeat)
+    the last step's output and gradients (bn_keras.backends.TrainStep). `xla`: compiled by
+    XLA with the batch size unknown while tracing."""
+    return backends.current().train_step(layer, mask, compiled, repeat, xla)
 
 
 def infer_step(layer: keras.layers.Layer, mask=None, compiled: bool = False,
-               repeat: int = 1) -> Callable[[Any], Any]:
+               repeat: int = 1, xla: bool = False) -> Callable[[Any], Any]:
     """A function calling `layer` in inference mode `repeat` times; it returns the last output."""
-    return backends.current().infer_step(layer, mask, compiled, repeat)
+    return backends.current().infer_step(layer, mask, compiled, repeat, xla)
 
 
 def time_layers(layers: dict[str, keras.layers.Layer], x, mask=None, rounds: int = 3,
-                iterations: int = 10, repeat: int = 1,
-                infer: bool = True) -> dict[tuple[str, str], float]:
+                iterations: int = 10, repeat: int = 1, infer: bool = True,
+                xla: bool = False) -> dict[tuple[str, str], float]:
     """Median milliseconds per compiled training step, `(name, "train")`, and inference call,
     `(name, "infer")`, of each built layer on the same input, measured in turn, round after
     round (bn_keras.testing.timing), `iterations` calls of `repeat` steps per measurement."""
@@ -58,9 +59,9 @@ def time_layers(layers: dict[str, keras.layers.Layer], x, mask=None, rounds: int
 
     measures = {}
     for name, layer in layers.items():
-        train = train_step(layer, mask, compiled=True, repeat=repeat)
+        train = train_step(layer, mask, compiled=True, repeat=repeat, xla=xla)
         measures[(name, "train")] = per_step_ms(lambda t=train: t(x, loss_weights))
         if infer:
-            call = infer_step(layer, mask, compiled=True, repeat=repeat)
+            call = infer_step(layer, mask, compiled=True, repeat=repeat, xla=xla)
             measures[(name, "infer")] = per_step_ms(lambda f=call: f(x))
     return timing.interleaved_medians(measures, rounds)
