@@ -41,7 +41,8 @@ def define_flags() -> None:
 
 COLUMNS = ["case", "train_output", "infer_output", "grad_input", "grad_gamma", "grad_beta",
            "moving_mean", "moving_variance", "ours_vs_exact", "keras_vs_exact", "tolerance",
-           "config_roundtrip", "passed", "keras_ms", "ours_ms", "time_ratio"]
+           "config_roundtrip", "passed", "xla_passed", "xla_max_diff", "keras_ms", "ours_ms",
+           "time_ratio"]
 
 
 def report_stem(backend: str) -> str:
@@ -52,7 +53,7 @@ def report_stem(backend: str) -> str:
 def run(output_dir: str, steps: int, timing_iterations: int, quick: bool) -> list[dict]:
     import keras
 
-    from bn_keras import backends, tables
+    from bn_keras import backends, environment, tables
     from bn_keras.testing import equivalence, layer_steps
 
     backend = keras.config.backend()
@@ -62,6 +63,8 @@ def run(output_dir: str, steps: int, timing_iterations: int, quick: bool) -> lis
     for i, case in enumerate(cases, start=1):
         logging.info("[%d/%d] %s", i, len(cases), case.name)
         row = equivalence.compare(case, steps=steps)
+        if backend == "tensorflow":  # XLA through tf.function(jit_compile=True)
+            row.update(equivalence.xla_column(case, steps=steps))
         if timing_iterations:
             builtin, ours = equivalence.build_pair(case)
             times = layer_steps.time_layers(
@@ -71,6 +74,10 @@ def run(output_dir: str, steps: int, timing_iterations: int, quick: bool) -> lis
                        time_ratio=times[("ours", "train")] / times[("keras", "train")])
         rows.append(row)
     passed = sum(r["passed"] for r in rows)
+    xla_text = (f"; {sum(r['xla_passed'] for r in rows)}/{len(rows)} with ours compiled by XLA "
+                "(`xla_passed`; `xla_max_diff`, its largest difference from Keras', not "
+                "compiled; the batch size unknown while tracing, as Keras' trainer traces it)"
+                if backend == "tensorflow" else "")
     env = "" if backend == "tensorflow" else f"KERAS_BACKEND={backend} "
     if "OMP_NUM_THREADS" in os.environ:  # PyTorch's CPU thread count changes its timings
         env = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} {env}"
@@ -79,8 +86,9 @@ def run(output_dir: str, steps: int, timing_iterations: int, quick: bool) -> lis
         f"Command: `{env}python experiments/validate_bn.py --steps={steps} "
         f"--timing_iterations={timing_iterations}{' --quick' if quick else ''}"
         f" --output_dir={output_dir}`\n\n"
-        f"Backend: {backend} (Keras {keras.__version__}), device: {device}.\n\n"
-        f"{passed}/{len(rows)} configurations pass. Columns 2-8: max |ours - keras| per "
+        f"Backend: {backend} (Keras {keras.__version__}), device: {device}. Measured on: "
+        f"{environment.summary((backend, 'keras'))}.\n\n"
+        f"{passed}/{len(rows)} configurations pass{xla_text}. Columns 2-8: max |ours - keras| per "
         f"quantity, divided by max(1, max|keras|) (absolute for unit-scale values, relative "
         f"for large ones; inf where Keras' value is finite and ours is not, nan where Keras' "
         f"is not); moving statistics after {steps} training steps. `ours_vs_exact` / "

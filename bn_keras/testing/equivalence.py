@@ -11,6 +11,7 @@ It runs on whichever Keras backend is active, against that backend's built-in.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any
 
@@ -140,12 +141,19 @@ def build_pair(case: Case, seed: int = 0) -> tuple[keras.layers.Layer, keras.lay
     return builtin, ours
 
 
-def _observe(layer, batches, mask, projection) -> dict[str, np.ndarray]:
-    """Everything observable from a layer over a few training steps."""
+def _observe(layer, batches, mask, projection, xla=False) -> dict[str, np.ndarray]:
+    """Everything observable from a layer over a few training steps (`xla`: every step
+    and the inference call compiled by XLA, with the batch size unknown while tracing)."""
     # A fixed random projection makes every output element matter to the loss.
-    y, grads = layer_steps.train_step(layer, mask)(batches[0], projection)
+    step = layer_steps.train_step(layer, mask, xla=xla)
+    y, grads = step(batches[0], projection)
     for batch in batches[1:]:
-        layer(batch, training=True, mask=mask)
+        if xla:
+            step(batch, projection)
+        else:
+            layer(batch, training=True, mask=mask)
+    infer = (layer_steps.infer_step(layer, mask, xla=True) if xla
+             else lambda x: layer(x, training=False, mask=mask))
     observed = {
         "train_output": y,
         "grad_input": grads["input"],
@@ -153,7 +161,7 @@ def _observe(layer, batches, mask, projection) -> dict[str, np.ndarray]:
         "grad_beta": grads.get("beta"),
         "moving_mean": layer.moving_mean,
         "moving_variance": layer.moving_variance,
-        "infer_output": layer(batches[-1], training=False, mask=mask),
+        "infer_output": infer(batches[-1]),
     }
     return {k: None if v is None else keras.ops.convert_to_numpy(v).astype(np.float32)
             for k, v in observed.items()}
@@ -175,8 +183,9 @@ def _has_reference(case: Case) -> bool:
             and not dict(case.layer_kwargs).get("renorm"))
 
 
-def compare(case: Case, steps: int = 5, seed: int = 0) -> dict[str, Any]:
-    """Ours vs Keras' layer for `case`, and both vs the float64 NumPy reference.
+def compare(case: Case, steps: int = 5, seed: int = 0, xla: bool = False) -> dict[str, Any]:
+    """Ours vs Keras' layer for `case`, and both vs the float64 NumPy reference. With
+    `xla`, ours runs compiled by XLA (batch size unknown while tracing), Keras' as usual.
 
     For each quantity, `result[q]` is the scaled difference between ours and
     Keras'. Where a float64 reference exists, `result["ours_vs_exact"]` and
@@ -186,13 +195,44 @@ def compare(case: Case, steps: int = 5, seed: int = 0) -> dict[str, Any]:
     inputs), when ours' error against the exact value is at most
     ROUNDING_ALLOWANCE times Keras' error.
     """
+    with _quiet_retracing():
+        return _compare(case, steps, seed, xla)
+
+
+def xla_column(case: Case, steps: int = 5, seed: int = 0) -> dict[str, Any]:
+    """The grid's XLA column for `case`: whether ours, compiled by XLA with the batch size
+    unknown, passes against Keras' layer, and its largest scaled difference from it."""
+    result = compare(case, steps, seed, xla=True)
+    differences = [result[q] for q in QUANTITIES if result[q] is not None]
+    return {"xla_passed": result["passed"], "xla_max_diff": max(differences)}
+
+
+@contextlib.contextmanager
+def _quiet_retracing():
+    """Each case traces new functions of the same code: TensorFlow's warning that they
+    "triggered tf.function retracing" says nothing here."""
+    import logging
+
+    class Quiet(logging.Filter):
+        def filter(self, record):
+            return "triggered tf.function retracing" not in record.getMessage()
+
+    quiet, logger = Quiet(), logging.getLogger("tensorflow")
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
+def _compare(case: Case, steps: int, seed: int, xla: bool) -> dict[str, Any]:
     builtin, ours = build_pair(case, seed)
     initial_weights = builtin.get_weights()
     batches = make_batches(case, steps, seed)
     mask = make_mask(case)
     projection = np.random.default_rng(seed + 2).normal(size=case.shape).astype(np.float32)
     expected = _observe(builtin, batches, mask, projection)
-    actual = _observe(ours, batches, mask, projection)
+    actual = _observe(ours, batches, mask, projection, xla=xla)
     exact = (numpy_training_reference(case, batches, initial_weights, projection)
              if _has_reference(case) else None)
     result: dict[str, Any] = {"case": case.name, "tolerance": case.tolerance}
