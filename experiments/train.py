@@ -73,7 +73,12 @@ def define_flags() -> None:
     flags.DEFINE_enum("mixed_precision", DEFAULTS.mixed_precision, list(config_lib.PRECISIONS),
                       "Keras dtype policy.")
     flags.DEFINE_bool("jit_compile", DEFAULTS.jit_compile,
-                      "Compile the training step with XLA.")
+                      "Compile the training and evaluation steps with XLA (with --deterministic "
+                      "on a CPU: XLA's programs repeat to the last digit).")
+    flags.DEFINE_integer("threads", None, "TensorFlow's threads per op and ops at a time (0: "
+                         "its default, one per core; default: 1 for small steps on one device, "
+                         "e.g. LeNet up to batch 46, where it is faster, else 0).",
+                         lower_bound=0)
     flags.DEFINE_string("workdir", None, "Directory for everything the run writes "
                         "(default: runs/<model>_<bn>).")
     flags.DEFINE_integer("seed", DEFAULTS.seed, "Random seed (data order, augmentation, init).")

@@ -23,6 +23,7 @@ from bn_keras.train.config import TrainConfig, differences, resume_conflicts
     (dict(dataset="synthetic", batch_size=100_000_000),
      "batch_size=100000000 is more than the 1,024 training examples"),
     (dict(train_examples=100, batch_size=128), "more than the 100 training examples"),
+    (dict(threads=-1), "threads must be 0"),
     (dict(model="conv1d_example", dataset="cifar10"), "synthetic"),
     (dict(model="conv1d_example", dataset="synthetic", bn="none"), "tutorial's BN example"),
     (dict(strategy="tpu"), "needs a TPU address"),
@@ -47,6 +48,15 @@ def test_bad_config_names_the_field(overrides, pattern):
 ])
 def test_good_configs_pass(overrides):
     TrainConfig(**overrides).validate()
+
+
+def test_small_steps_on_one_device_run_on_one_thread():
+    assert TrainConfig(model="lenet", batch_size=10).resolved_threads() == 1
+    assert TrainConfig(model="lenet", batch_size=32).resolved_threads() == 1
+    assert TrainConfig(model="lenet", batch_size=64).resolved_threads() == 0
+    assert TrainConfig(model="resnet20", batch_size=1).resolved_threads() == 0
+    assert TrainConfig(model="lenet", batch_size=10, strategy="mirrored").resolved_threads() == 0
+    assert TrainConfig(batch_size=128, threads=1).resolved_threads() == 1
 
 
 def test_model_options_per_replica():

@@ -6,12 +6,17 @@ import tensorflow as tf
 from bn_keras.train import distribute
 
 
-def test_auto_and_one_device_use_the_cpu_here():
-    for name in ("auto", "one_device"):
-        strategy = distribute.get_strategy(name)
-        assert isinstance(strategy, tf.distribute.OneDeviceStrategy)
-        assert strategy.num_replicas_in_sync == 1
-        assert distribute.is_chief(strategy)
+def test_auto_is_the_default_strategy_and_one_device_the_cpu_here():
+    auto = distribute.get_strategy("auto")
+    assert auto is tf.distribute.get_strategy() and auto.num_replicas_in_sync == 1
+    one = distribute.get_strategy("one_device")
+    assert isinstance(one, tf.distribute.OneDeviceStrategy) and one.num_replicas_in_sync == 1
+    assert distribute.is_chief(auto) and distribute.is_chief(one)
+
+
+def test_threads_are_set_once_per_process():
+    # The test session's TensorFlow runtime has started: the setting in force is kept.
+    assert distribute.use_threads(1) == tf.config.threading.get_intra_op_parallelism_threads()
 
 
 def test_unknown_strategy_lists_the_names():

@@ -131,3 +131,24 @@ def test_models_build_and_run_without_tensorflow(scripts):
     assert proc.stdout.split("\n")[:4] == [
         "lenet (2, 10) True", "resnet20 (2, 10) True", "conv1d_example (2, 126, 64) True",
         "lenet_tutorial (2, 10) True"]
+
+
+def _multiply_adds(model):
+    """Multiply-adds of one example's forward pass through the convolutions and dense
+    layers (their kernels times the output positions)."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D)):
+            total += int(np.prod(layer.kernel.shape)) * int(np.prod(layer.output.shape[1:-1]))
+        elif isinstance(layer, keras.layers.Dense):
+            total += int(np.prod(layer.kernel.shape))
+    return total
+
+
+@pytest.mark.parametrize("name", ["lenet", "resnet20", "conv1d_example"])
+def test_multiply_adds_per_example_are_counted_from_the_layers(name):
+    options = {"num_classes": 10} if name == "conv1d_example" else {}
+    for bn in ("none", "custom"):
+        model = models.build_model(name, "keras" if name == "conv1d_example" else bn, **options)
+        assert models.MACS_PER_EXAMPLE[name] == _multiply_adds(model)
+    assert models.MACS_PER_EXAMPLE["lenet_tutorial"] == models.MACS_PER_EXAMPLE["lenet"]

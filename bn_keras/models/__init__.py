@@ -31,6 +31,12 @@ from bn_keras.models.normalization import (
 )
 from bn_keras.models.resnet import ZeroPadShortcut, resnet20
 
+# Multiply-adds of one example's forward pass, counted from the layers' shapes
+# (tests/test_models.py recounts them): the size of a training step, for settings that
+# depend on it (bn_keras.train.config.TrainConfig.resolved_threads).
+MACS_PER_EXAMPLE = {"lenet": 651_720, "lenet_tutorial": 651_720, "resnet20": 40_551_040,
+                    "conv1d_example": 6_193_792}
+
 MODEL_BUILDERS: dict[str, Callable[..., keras.Model]] = {
     "lenet": lenet_cifar,
     "resnet20": resnet20,

@@ -27,6 +27,7 @@ from bn_keras import models
 from bn_keras.data import pipelines, sources
 from bn_keras.data.pipelines import Pipelines
 from bn_keras.data.sources import Examples
+from bn_keras.errors import InvalidSetting
 from bn_keras.train import callbacks, distribute
 from bn_keras.train.config import TrainConfig
 from bn_keras.train.events import SummaryWriters
@@ -38,11 +39,20 @@ from bn_keras.train.workdir import Resume, Workdir, worker_scratch
 log = logging.getLogger(__name__)
 
 
-def set_seed(seed: int, deterministic: bool) -> None:
-    """Seeds Python, NumPy and TensorFlow; optionally makes TensorFlow's ops deterministic."""
+def set_seed(seed: int, deterministic: bool, xla: bool = False) -> None:
+    """Seeds Python, NumPy and TensorFlow; makes TensorFlow's ops deterministic.
+
+    With `xla`, TensorFlow's op determinism stays off, since Keras turns XLA off when it
+    is on; XLA's CPU programs repeat to the last digit by themselves (measured, and
+    tested: tests/test_xla.py), and on a GPU the combination is refused (`run`).
+    """
+    from tensorflow.python.framework import config as tf_config
+
     keras.utils.set_random_seed(seed)
-    if deterministic:
+    if deterministic and not xla:
         tf.config.experimental.enable_op_determinism()
+    elif tf_config.is_op_determinism_enabled():  # left on by an earlier run in this process
+        tf_config.disable_op_determinism()
 
 
 @contextlib.contextmanager
@@ -93,6 +103,10 @@ def build_compiled_model(config: TrainConfig, num_replicas: int, steps_per_epoch
         steps_per_execution=steps_per_execution,
         jit_compile=config.jit_compile,
     )
+    if config.jit_compile and not model.jit_compile:
+        raise InvalidSetting(  # Keras turns XLA off with only a warning; we do not
+            "jit_compile was asked for, but Keras turned XLA off for this model (TensorFlow's "
+            "op determinism on, or a layer without XLA support); no XLA, no run.")
     return model
 
 
@@ -165,7 +179,9 @@ def run(config: TrainConfig, datasets_override: Pipelines | None = None,
     (`RunCallbacks.extra`).
     """
     config.validate()
-    # Multi-worker collectives must be configured before TensorFlow runs any op.
+    # Both must be set before TensorFlow runs any op: its threads, and multi-worker
+    # collectives.
+    distribute.use_threads(config.resolved_threads())
     strategy = strategy_override or distribute.get_strategy(config.strategy, tpu=config.tpu)
     with dtype_policy(config.mixed_precision):
         return _run(config, datasets_override, strategy, extra_callbacks or [])
@@ -175,8 +191,9 @@ def _run(config, datasets_override, strategy, extra_callbacks):
     replicas = strategy.num_replicas_in_sync
     mirrored = isinstance(strategy, (tf.distribute.MirroredStrategy,
                                      tf.distribute.MultiWorkerMirroredStrategy))
-    # Refuses an impossible setting before anything is written.
+    # Refuses impossible settings before anything is written.
     steps_per_execution = config.resolved_steps_per_execution(replicas if mirrored else 1)
+    _check_xla(config, replicas if mirrored else 1)
     shared = Workdir(config.workdir)
     with contextlib.ExitStack() as stack:
         if distribute.is_chief(strategy):
@@ -193,6 +210,21 @@ def _run(config, datasets_override, strategy, extra_callbacks):
                           resume, steps_per_execution)
 
 
+def _check_xla(config: TrainConfig, mirrored_replicas: int) -> None:
+    if not config.jit_compile:
+        return
+    if mirrored_replicas > 1:
+        raise InvalidSetting(
+            f"jit_compile with {mirrored_replicas} replicas: Keras 3.15's fit with XLA fails "
+            "under MirroredStrategy, even for Keras' own BN and a plain Conv2D (\"Trying to "
+            "access resource ... replica_1\"); train on one device, or drop --jit_compile.")
+    if config.deterministic and tf.config.list_logical_devices("GPU"):
+        raise InvalidSetting(
+            "jit_compile with deterministic on a GPU: XLA's GPU programs are not proven to "
+            "repeat to the last digit here, and Keras turns XLA off under TensorFlow's op "
+            "determinism; pass --nodeterministic for XLA, or drop --jit_compile.")
+
+
 def _train(config, datasets_override, strategy, extra_callbacks, workdir, resume,
            steps_per_execution):
     replicas = strategy.num_replicas_in_sync
@@ -202,7 +234,8 @@ def _train(config, datasets_override, strategy, extra_callbacks, workdir, resume
     datasets = datasets_override or make_datasets(config, replicas, drop_remainder)
     stream = datasets.train
     with strategy.scope():
-        set_seed(config.seed, config.deterministic)  # initial weights: a function of the seed
+        # Initial weights: a function of the seed.
+        set_seed(config.seed, config.deterministic, xla=config.jit_compile)
         model = build_compiled_model(config, replicas, stream.steps_per_epoch,
                                      steps_per_execution)
         workdir.start(config, resume)
@@ -253,6 +286,8 @@ def _train(config, datasets_override, strategy, extra_callbacks, workdir, resume
         "diverged_at_epoch": None if nan_guard.diverged_at is None else nan_guard.diverged_at[0],
         "replicas": replicas,
         "global_batch_size": global_batch,
+        # The threads TensorFlow ran with (0: its default): numbers depend on them.
+        "tensorflow_threads": tf.config.threading.get_intra_op_parallelism_threads(),
         "num_params": int(model.count_params()),
         # Several workers: whether they all ended with the same weights (they must).
         "workers_agree": (distribute.workers_agree(model, strategy) if isinstance(
