@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from bn_keras import atomic
 from bn_keras.errors import InvalidSetting
-from bn_keras.train import training
+from bn_keras.train import distribute, training
 from bn_keras.train.config import RESUMABLE_FIELDS, TrainConfig, differences
 from bn_keras.train.workdir import Workdir
 
@@ -59,7 +59,10 @@ def run_study(arms: Sequence[Arm], seeds: Sequence[int], base: TrainConfig,
     was interrupted continues from its last completed epoch.
     """
     base = dataclasses.replace(base, log_every_n_steps=loss_every, test_every_epoch=True)
+    # One thread setting for the whole study (a process sets it once): the base's.
+    distribute.use_threads(base.resolved_threads())
     results = []
+    splits = _SplitsOnce()
     runs = [(arm, seed) for arm in arms for seed in seeds]
     for i, (arm, seed) in enumerate(runs, start=1):
         workdir = run_dir(study_dir, arm.name, seed)
@@ -78,7 +81,8 @@ def run_study(arms: Sequence[Arm], seeds: Sequence[int], base: TrainConfig,
         log.info("[%d/%d] %s seed %d", i, len(runs), arm.name, seed)
         start = time.perf_counter()
         # Killed after training but before the result was written: the run is complete.
-        metrics = Workdir(workdir).read_final() or training.run(config)
+        metrics = Workdir(workdir).read_final() or training.run(
+            config, datasets_override=training.make_datasets(config, splits=splits(config)))
         result = {"arm": arm.name, "seed": seed, "overrides": dict(arm.overrides),
                   "config": dataclasses.asdict(config), **metrics,
                   "wall_seconds": time.perf_counter() - start,
@@ -87,6 +91,23 @@ def run_study(arms: Sequence[Arm], seeds: Sequence[int], base: TrainConfig,
         atomic.write_json(result_path, result, indent=1)
         results.append(result)
     return results
+
+
+class _SplitsOnce:
+    """The examples of a study's runs, read once: they differ only in what each run's
+    settings make of them (CIFAR-10 is read from disk in seconds; a study has dozens of
+    runs)."""
+
+    def __init__(self):
+        self._loaded: dict = {}
+
+    def __call__(self, config: TrainConfig):
+        key = ((config.data_dir, config.download, config.train_examples)
+               if config.dataset == "cifar10" else  # synthetic: sized by the batch too
+               (config.synthetic_examples, config.batch_size, config.model, config.seed))
+        if key not in self._loaded:
+            self._loaded = {key: training.load_splits(config)}  # one set held at a time
+        return self._loaded[key]
 
 
 def write_hparams(logdir: str, arm: Arm, config: TrainConfig, result: dict) -> None:
