@@ -10,6 +10,7 @@ ours / built-in. Runs on whichever Keras backend is selected:
     python benchmarks/bench_layer.py [--rounds=7] [--iterations=10]
     KERAS_BACKEND=jax python benchmarks/bench_layer.py
     python benchmarks/bench_layer.py --crossover      # TensorFlow: fused vs row path
+    python benchmarks/bench_layer.py --xla            # TensorFlow: the kernels under XLA
 """
 
 from __future__ import annotations
@@ -46,10 +47,14 @@ def define_flags() -> None:
     flags.DEFINE_bool("crossover", False,
                       "TensorFlow only: time the fused and the row path, each forced, around "
                       "the size threshold, instead.")
+    flags.DEFINE_bool("xla", False,
+                      "TensorFlow only: time our layer compiled by XLA through each kernel "
+                      "forced (rows, fused, the general path), vs Keras' layer under XLA.")
 
 
 def time_layers(layers: dict, shape: tuple[int, ...], rounds: int, iterations: int,
-                steps_per_call: int, infer: bool = True) -> dict[tuple[str, str], float]:
+                steps_per_call: int, infer: bool = True,
+                xla: bool = False) -> dict[tuple[str, str], float]:
     """Median ms per training step (and inference call) of each named layer on `shape`."""
     import numpy as np
 
@@ -59,7 +64,7 @@ def time_layers(layers: dict, shape: tuple[int, ...], rounds: int, iterations: i
         layer.build(shape)
     x = np.random.default_rng(0).normal(size=shape).astype("float32")
     return layer_steps.time_layers(layers, x, rounds=rounds, iterations=iterations,
-                                   repeat=steps_per_call, infer=infer)
+                                   repeat=steps_per_call, infer=infer, xla=xla)
 
 
 def layer_table(shapes, rounds, iterations, steps_per_call) -> list[dict]:
@@ -121,16 +126,51 @@ def crossover(rounds, iterations, steps_per_call) -> None:
               f"| {t[('rows', 'train')] / keras_ms:.2f}x |", flush=True)
 
 
+def xla_kernels(rounds, iterations, steps_per_call) -> None:
+    """Training-step time of our layer compiled by XLA (batch size unknown while tracing),
+    through each of TensorFlow's kernels forced, and through the general path, vs Keras'
+    layer compiled alike: the measurement behind the kernel our layer takes under XLA.
+
+    One step per call, whatever --steps_per_call says: in a loop over the same batch XLA
+    hoists the loop-invariant statistics out of it, and times what no training runs.
+    """
+    import keras
+
+    from bn_keras.backends import tensorflow as fast
+    from bn_keras.layers import BatchNormalization
+
+    class Forced(BatchNormalization):
+        def __init__(self, kernel):
+            super().__init__()
+            self.forced = kernel
+
+        def _fast_kernel(self, inputs, training, mask):
+            return self.forced
+
+    print("| shape | keras ms | rows / keras | fused / keras | general / keras |")
+    print("|---|---|---|---|---|")
+    for shape in SHAPES + [(10, 10, 10, 16), (10, 28, 28, 6)]:
+        layers = {"keras": keras.layers.BatchNormalization(), "rows": Forced(fast.ROWS),
+                  "fused": Forced(fast.FUSED), "general": Forced(None)}
+        t = time_layers(layers, shape, rounds, iterations * steps_per_call, 1, infer=False,
+                        xla=True)
+        keras_ms = t[("keras", "train")]
+        print(f"| {shape} | {keras_ms:.3f} | "
+              + " | ".join(f"{t[(name, 'train')] / keras_ms:.2f}x"
+                           for name in ("rows", "fused", "general")) + " |", flush=True)
+
+
 def main(argv: list[str]) -> None:
     del argv
     import keras
 
     backend = keras.config.backend()
-    if FLAGS.crossover:
+    if FLAGS.crossover or FLAGS.xla:
         if backend != "tensorflow":
-            raise InvalidSetting(f"--crossover times TensorFlow's fast paths; KERAS_BACKEND is "
-                             f"{backend!r}.")
-        crossover(FLAGS.rounds, FLAGS.iterations, FLAGS.steps_per_call)
+            raise InvalidSetting(f"--crossover and --xla time TensorFlow's fast paths; "
+                                 f"KERAS_BACKEND is {backend!r}.")
+        (xla_kernels if FLAGS.xla else crossover)(FLAGS.rounds, FLAGS.iterations,
+                                                   FLAGS.steps_per_call)
         return
     shapes = [_parse_shape(s) for s in FLAGS.shapes] or SHAPES
     per_call = "in one tf.function" if backend == "tensorflow" else "dispatched one by one"
@@ -155,7 +195,8 @@ def _parse_shape(text: str) -> tuple[int, ...]:
     except ValueError:
         shape = ()
     if len(shape) < 2 or min(shape) < 1:
-        raise InvalidSetting(f"--shapes: {text!r} is not a shape like 128x120 (2+ positive sizes).")
+        raise InvalidSetting(f"--shapes: {text!r} is not a shape like 128x120 (2+ positive "
+                             "sizes).")
     return shape
 
 

@@ -15,9 +15,10 @@ checkpoint not (the peer's epochs hold only training too). Tables give the media
 over rounds and the min-max; the ratio is the median of the per-round ratios, each
 from two processes run back to back.
 
-Targets: ours >= 1.0x the peer at batch 10 and >= 1.3x at batch 128
+Targets: ours >= 1.5x the peer at batch 10 and >= 1.3x at batch 128
 (LeNet with BN), ResNet-20 >= 1.0x at batch 128; our BN LeNet <= 1.2x the time of
-our no-BN LeNet. Needs PyTorch: pip install -e '.[peer]'.
+our no-BN LeNet. A verdict is printed only where the rounds agree within MAX_SPREAD.
+Needs PyTorch: pip install -e '.[peer]'.
 
 Run it on an otherwise idle machine. With other work on the 2 cores (load average
 about 5), torch's default threads (OpenMP, one per core) made the peer's LeNet at
@@ -78,8 +79,12 @@ class Case:
 
 
 # Minimum ours/peer images/s ratio; rows without an entry have no target.
-SPEED_TARGETS = {Case("lenet", True, 10): 1.0, Case("lenet", True, 128): 1.3,
+SPEED_TARGETS = {Case("lenet", True, 10): 1.5, Case("lenet", True, 128): 1.3,
                  Case("resnet20", True, 128): 1.0}
+# A verdict needs rounds that agree: the largest per-round ratio over the smallest at most
+# this much above 1. On 2 shared cores PyTorch's threads collapse beside any other process
+# (the same peer measured 581 and 1,800 images/s), and one disturbed round flips a verdict.
+MAX_SPREAD = 0.15
 # Maximum time of our BN LeNet over our no-BN LeNet, at every batch size.
 BN_COST_TARGET = 1.2
 
@@ -166,6 +171,10 @@ class SpeedRow:
     def met(self) -> bool | None:
         return None if self.target is None else self.ratio >= self.target
 
+    @property
+    def verdict(self) -> str:
+        return _verdict(self.met, self.ratios)
+
 
 @dataclasses.dataclass
 class BNCostRow:
@@ -178,6 +187,10 @@ class BNCostRow:
     @property
     def met(self) -> bool:
         return statistics.median(self.ours) <= BN_COST_TARGET
+
+    @property
+    def verdict(self) -> str:
+        return _verdict(self.met, self.ours)
 
 
 def speed_rows(samples: Mapping[Case, Mapping[str, list[float]]]) -> list[SpeedRow]:
@@ -197,8 +210,16 @@ def bn_cost_rows(samples: Mapping[Case, Mapping[str, list[float]]]) -> list[BNCo
     return rows
 
 
-def _verdict(met: bool | None) -> str:
-    return "-" if met is None else ("yes" if met else "NO")
+def _verdict(met: bool | None, ratios: list[float]) -> str:
+    """yes or NO, where the rounds agree (see MAX_SPREAD); else why there is none."""
+    if met is None:
+        return "-"
+    if len(ratios) < 2:
+        return "none: one round (2+ needed)"
+    spread = max(ratios) / min(ratios) - 1
+    if spread > MAX_SPREAD:
+        return f"none: rounds differ by {spread:.0%} (over {MAX_SPREAD:.0%})"
+    return "yes" if met else "NO"
 
 
 def _figure(values: list[float]) -> str:
@@ -217,13 +238,13 @@ def format_tables(samples: Mapping[Case, Mapping[str, list[float]]]) -> str:
         target = "-" if row.target is None else f">= {row.target}x"
         lines.append(f"| {row.case.label} | {row.case.batch_size} | {_figure(row.ours)} | "
                      f"{_figure(row.peer)} | {_ratio(row.ratios)} | {target} | "
-                     f"{_verdict(row.met)} |")
+                     f"{row.verdict} |")
     cost_rows = bn_cost_rows(samples)
     if cost_rows:
         lines += ["", "| batch | ours: BN LeNet time / no-BN time | peer, for reference "
                   "| target | met |", "|---|---|---|---|---|"]
         lines += [f"| {row.batch_size} | {_ratio(row.ours)} | {_ratio(row.peer)} | "
-                  f"<= {BN_COST_TARGET}x | {_verdict(row.met)} |" for row in cost_rows]
+                  f"<= {BN_COST_TARGET}x | {row.verdict} |" for row in cost_rows]
     return "\n".join(lines)
 
 

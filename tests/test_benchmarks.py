@@ -1,4 +1,5 @@
-"""benchmarks/bench_pipeline.py prints one verdict per target (--help, bad flags: test_cli)."""
+"""benchmarks/bench_pipeline.py and bench_step.py print their tables (--help, bad flags:
+test_cli); no timing is asserted."""
 
 import re
 
@@ -26,3 +27,15 @@ def test_pipeline_prints_one_verdict_per_target(scripts):
             # Printed to 0.1: "5.0x" may be 4.96 (NO) or 5.04 (yes).
             expected = {"yes", "NO"} if value == 5.0 else {"yes" if value > 5 else "NO"}
             assert met in expected, row
+
+
+@pytest.mark.slow
+def test_step_ways_are_measured_with_both_thread_settings(scripts):
+    proc = scripts.run("benchmarks/bench_step", "--batch_sizes=4", "--steps_per_call=2",
+                       "--images=8", "--repeats=1", "--ways=graph,xla_while", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [[c.strip() for c in line.strip("|").split("|")]
+            for line in proc.stdout.splitlines() if line.startswith(("| graph", "| xla"))]
+    assert [row[:2] for row in rows] == [["graph", "4"], ["xla_while", "4"]]
+    assert all(float(row[2].replace(",", "")) > 0 and float(row[3].replace(",", "")) > 0
+               for row in rows)

@@ -85,15 +85,16 @@ def test_steady_state_is_the_best_epoch_after_the_first(bench, tmp_path):
 def _fake_samples(bench):
     case = bench.Case
     return {
-        # Ratios per round 1.1, 0.9, 1.2: median 1.1 >= 1.0.
-        case("lenet", True, 10): {"ours": [1100, 900, 1200], "peer": [1000, 1000, 1000]},
-        # Ratios 1.2, 1.25, 1.4: median 1.25 < 1.3.
-        case("lenet", True, 128): {"ours": [12000, 12500, 14000],
+        # Ratios per round 1.6, 1.55, 1.65: median 1.6 >= 1.5; they agree within 15%.
+        case("lenet", True, 10): {"ours": [1600, 1550, 1650], "peer": [1000, 1000, 1000]},
+        # Ratios 1.2, 1.25, 1.3: median 1.25 < 1.3.
+        case("lenet", True, 128): {"ours": [12000, 12500, 13000],
                                    "peer": [10000, 10000, 10000]},
-        case("lenet", False, 10): {"ours": [1430, 1170, 1440], "peer": [1300, 1200, 1100]},
-        # BN costs ours 15000/12000 = 1.25, 1.2, 15000/14000: median 1.2 <= 1.2.
+        case("lenet", False, 10): {"ours": [1800, 1800, 1900], "peer": [1300, 1200, 1100]},
+        # BN costs ours 15000/12000 = 1.25, 1.2, 15000/13000: median 1.2 <= 1.2.
         case("lenet", False, 128): {"ours": [15000, 15000, 15000],
                                     "peer": [20000, 20000, 20000]},
+        # Ratios 0.71, 0.86, 1.0: rounds 40% apart, no verdict.
         case("resnet20", True, 128): {"ours": [500, 600, 700], "peer": [700, 700, 700]},
     }
 
@@ -101,32 +102,37 @@ def _fake_samples(bench):
 def test_rows_compute_ratios_and_verdicts(bench):
     samples = _fake_samples(bench)
     rows = {(r.case.label, r.case.batch_size): r for r in bench.speed_rows(samples)}
-    assert rows["LeNet BN", 10].ratio == pytest.approx(1.1)
-    assert rows["LeNet BN", 10].met is True
+    assert rows["LeNet BN", 10].ratio == pytest.approx(1.6)
+    assert rows["LeNet BN", 10].target == 1.5 and rows["LeNet BN", 10].verdict == "yes"
     assert rows["LeNet BN", 128].ratio == pytest.approx(1.25)
-    assert rows["LeNet BN", 128].target == 1.3 and rows["LeNet BN", 128].met is False
-    assert rows["LeNet no BN", 10].target is None and rows["LeNet no BN", 10].met is None
+    assert rows["LeNet BN", 128].target == 1.3 and rows["LeNet BN", 128].verdict == "NO"
+    assert rows["LeNet no BN", 10].target is None and rows["LeNet no BN", 10].verdict == "-"
     assert rows["ResNet-20 BN", 128].ratio == pytest.approx(600 / 700)
-    assert rows["ResNet-20 BN", 128].met is False
+    assert rows["ResNet-20 BN", 128].verdict == "none: rounds differ by 40% (over 15%)"
     cost = {r.batch_size: r for r in bench.bn_cost_rows(samples)}
     assert sorted(cost) == [10, 128]
-    assert cost[128].ours == pytest.approx([1.25, 1.2, 15000 / 14000])
+    assert cost[128].ours == pytest.approx([1.25, 1.2, 15000 / 13000])
     assert cost[128].peer == pytest.approx([2.0, 2.0, 2.0])
-    assert cost[128].met is True
-    assert cost[10].ours == pytest.approx([1.3, 1.3, 1.2])
-    assert cost[10].met is False
+    assert cost[128].verdict == "yes"
+    assert cost[10].ours == pytest.approx([1800 / 1600, 1800 / 1550, 1900 / 1650])
+    assert cost[10].verdict == "yes"
+    one_round = bench.speed_rows({bench.Case("lenet", True, 10): {"ours": [2000],
+                                                                  "peer": [1000]}})
+    assert one_round[0].met is True and one_round[0].verdict == "none: one round (2+ needed)"
 
 
 def test_tables_print_figures_ratios_and_verdicts(bench):
     table = bench.format_tables(_fake_samples(bench)).splitlines()
-    assert ("| LeNet BN | 10 | 1,100 (900-1,200) | 1,000 (1,000-1,000) | 1.10x (0.90-1.20) "
-            "| >= 1.0x | yes |") in table
-    assert "| LeNet BN | 128 | 12,500 (12,000-14,000) | 10,000 (10,000-10,000) " \
-           "| 1.25x (1.20-1.40) | >= 1.3x | NO |" in table
+    assert ("| LeNet BN | 10 | 1,600 (1,550-1,650) | 1,000 (1,000-1,000) | 1.60x (1.55-1.65) "
+            "| >= 1.5x | yes |") in table
+    assert "| LeNet BN | 128 | 12,500 (12,000-13,000) | 10,000 (10,000-10,000) " \
+           "| 1.25x (1.20-1.30) | >= 1.3x | NO |" in table
     assert any(line.startswith("| LeNet no BN | 10 |") and line.endswith("| - | - |")
                for line in table)
-    assert "| 128 | 1.20x (1.07-1.25) | 2.00x (2.00-2.00) | <= 1.2x | yes |" in table
-    assert "| 10 | 1.30x (1.20-1.30) | 1.20x (1.10-1.30) | <= 1.2x | NO |" in table
+    assert any(line.startswith("| ResNet-20 BN | 128 |")
+               and line.endswith("| >= 1.0x | none: rounds differ by 40% (over 15%) |")
+               for line in table)
+    assert "| 128 | 1.20x (1.15-1.25) | 2.00x (2.00-2.00) | <= 1.2x | yes |" in table
     # Without the no-BN LeNet there is no BN-cost table.
     only_bn = {c: s for c, s in _fake_samples(bench).items() if c.bn}
     assert "BN LeNet time" not in bench.format_tables(only_bn)
@@ -136,8 +142,8 @@ def test_tables_print_figures_ratios_and_verdicts(bench):
 @pytest.mark.slow
 @pytest.mark.multiprocess
 def test_bench_runs_both_sides_and_prints_the_tables(scripts):
-    done = scripts.run("benchmarks/bench_peer", "--models=lenet", "--batch_sizes=10", "--rounds=1",
-                   "--epochs=2", "--lenet_examples=40", "--torch_threads=1")
+    done = scripts.run("benchmarks/bench_peer", "--models=lenet", "--batch_sizes=10",
+                       "--rounds=1", "--epochs=2", "--lenet_examples=40", "--torch_threads=1")
     assert done.returncode == 0, done.stderr
     assert "peer: torch" in done.stdout and "threads: 1" in done.stdout
     rows = [line for line in done.stdout.splitlines() if line.startswith("| LeNet")]
