@@ -213,17 +213,19 @@ def rows_batch_norm(x, gamma, beta, epsilon):
 
 
 def rows_normalize(x, mean, variance, gamma, beta, epsilon):
-    """Inference-mode BN for channels-last inputs: y = x * a + b.
+    """Inference-mode BN for channels-last inputs: y = (x - mean) * a + beta.
 
-    a = gamma / sqrt(variance + eps) and b = beta - mean * a are tiled along
-    (N, R*C) rows, which broadcasts much faster than a C-vector when C is small.
+    a = gamma / sqrt(variance + eps); mean, a and beta are tiled along (N, R*C) rows,
+    which broadcasts much faster than a C-vector when C is small. Centering first keeps
+    the digits that x * a + (beta - mean * a) loses when |mean| is large against the
+    spread of x (as the training path does).
     """
     x = tf.cast(x, tf.float32)
     gamma, beta = _gamma_beta(gamma, beta, x.shape[-1])
     a = gamma * tf.math.rsqrt(tf.convert_to_tensor(variance) + epsilon)
-    b = beta - tf.convert_to_tensor(mean) * a
     rows, groups = _as_rows(x)
-    return _from_rows(rows * _tile(a, groups) + _tile(b, groups), x)
+    centered = rows - _tile(tf.convert_to_tensor(mean), groups)
+    return _from_rows(centered * _tile(a, groups) + _tile(beta, groups), x)
 
 
 def _gamma_beta(gamma, beta, channels):

@@ -107,7 +107,11 @@ class _Kernel:
 
     def normalize(self, x, mean, variance, gamma, beta, epsilon, channel_axis):
         view, restore = _channels_second(x.float(), channel_axis)
-        y = F.batch_norm(view, _tensor(mean), _tensor(variance), _tensor(gamma),
+        # The kernel computes x * a + (beta - mean * a), which loses the digits of x - mean
+        # when |mean| is large against the spread; centering first keeps them.
+        mean = _tensor(mean)
+        centered = view - mean.reshape((1, -1) + (1,) * (view.dim() - 2))
+        y = F.batch_norm(centered, torch.zeros_like(mean), _tensor(variance), _tensor(gamma),
                          _tensor(beta), training=False, eps=epsilon)
         return restore(y)
 

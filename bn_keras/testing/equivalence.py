@@ -37,6 +37,7 @@ class Case:
     axis: int = -1
     magnitude: float = 1.0  # inputs are offset by this and spread by ~1
     constant: bool = False  # every input equal: zero batch variance
+    converged: bool = False  # moving statistics start at the data's (inference at large offsets)
     policy: str = "float32"
     masked: bool = False
     layer_kwargs: tuple[tuple[str, Any], ...] = ()
@@ -48,6 +49,8 @@ class Case:
             parts.append(f"offset={self.magnitude:g}")
         if self.constant:
             parts.append("constant")
+        if self.converged:
+            parts.append("converged")
         if self.policy != "float32":
             parts.append(self.policy)
         if self.masked:
@@ -70,6 +73,9 @@ def default_grid() -> list[Case]:
     cases += [Case((64, 10, 10, 16)), Case((16, 16, 10, 10), axis=1), Case((2, 16, 10, 10), axis=1)]
     cases += [Case((64, 120), magnitude=1e4), Case((16, 10, 10, 16), magnitude=1e4),
               Case((16, 28, 28, 6), magnitude=1e4)]
+    cases += [Case((64, 120), magnitude=1e4, converged=True),
+              Case((16, 10, 10, 16), magnitude=1e4, converged=True),
+              Case((16, 28, 28, 6), magnitude=1e4, converged=True)]
     cases += [Case((64, 120), constant=True), Case((16, 10, 10, 16), constant=True),
               Case((16, 28, 28, 6), constant=True)]
     cases += [Case((64, 120), policy="mixed_float16"),
@@ -136,6 +142,10 @@ def build_pair(case: Case, seed: int = 0) -> tuple[keras.layers.Layer, keras.lay
     weights = []
     for w in builtin.get_weights():
         weights.append(rng.uniform(0.5, 1.5, size=w.shape).astype(np.float32))
+    if case.converged:  # the moving statistics where training would have taken them
+        _, mean, variance = numpy_batch_norm(make_batches(case, 1, seed)[0],
+                                             np.ones(1), np.zeros(1), case.axis)
+        weights[-2:] = [mean.astype(np.float32), variance.astype(np.float32)]
     builtin.set_weights(weights)
     ours.set_weights(weights)
     return builtin, ours
@@ -253,6 +263,15 @@ def _compare(case: Case, steps: int, seed: int, xla: bool) -> dict[str, Any]:
         passed = passed and ok
     result["ours_vs_exact"] = worst_ours if exact is not None else None
     result["keras_vs_exact"] = worst_keras if exact is not None else None
+    # Inference against float64 from the layer's own (float32) moving statistics: the
+    # error the inference formula adds, apart from the statistics' own rounding.
+    result["infer_vs_own_statistics"] = None
+    if exact is not None:
+        gamma, beta = _gamma_beta(case, initial_weights[:-2])
+        own = numpy_inference(batches[-1], actual["moving_mean"], actual["moving_variance"],
+                              gamma, beta, case.axis, _layer_kwargs(case).get("epsilon", 1e-3))
+        result["infer_vs_own_statistics"] = scaled_difference(actual["infer_output"], own)
+        passed = passed and result["infer_vs_own_statistics"] <= case.tolerance
     result["config_roundtrip"] = config_matches(builtin, ours)
     result["passed"] = passed
     return result
@@ -274,17 +293,14 @@ def numpy_training_reference(case: Case, batches: list[np.ndarray], weights: lis
     """What `_observe` should see, in float64 NumPy from the four formulas and their gradient."""
     kwargs = _layer_kwargs(case)
     epsilon, momentum = kwargs.get("epsilon", 1e-3), kwargs.get("momentum", 0.99)
-    names = [n for n, on in (("gamma", kwargs.get("scale", True)),
-                             ("beta", kwargs.get("center", True))) if on]
-    params = dict(zip(names + ["moving_mean", "moving_variance"],
-                      [w.astype(np.float64) for w in weights], strict=True))
+    weights = [w.astype(np.float64) for w in weights]
+    gamma, beta = _gamma_beta(case, weights[:-2])
     channels = case.shape[case.axis]
-    gamma, beta = params.get("gamma", np.ones(channels)), params.get("beta", np.zeros(channels))
+    moving_mean, moving_variance = weights[-2:]
     axis = case.axis % len(case.shape)
     reduce = tuple(i for i in range(len(case.shape)) if i != axis)
     shape = [1] * len(case.shape)
     shape[axis] = -1
-    moving_mean, moving_variance = params["moving_mean"], params["moving_variance"]
     for i, x in enumerate(batches):
         y, mu, sigma2 = numpy_batch_norm(x, gamma, beta, axis, epsilon)
         if i == 0:
@@ -299,11 +315,28 @@ def numpy_training_reference(case: Case, batches: list[np.ndarray], weights: lis
     d_beta, d_gamma = dy.sum(axis=reduce), (dy * x_hat).sum(axis=reduce)
     d_x = (gamma * inv_sigma / m).reshape(shape) * (
         m * dy - d_beta.reshape(shape) - x_hat * d_gamma.reshape(shape))
-    infer = ((batches[-1] - moving_mean.reshape(shape))
-             / np.sqrt(moving_variance + epsilon).reshape(shape)
-             * gamma.reshape(shape) + beta.reshape(shape))
+    infer = numpy_inference(batches[-1], moving_mean, moving_variance, gamma, beta, axis,
+                            epsilon)
     return {"train_output": y, "grad_input": d_x, "grad_gamma": d_gamma, "grad_beta": d_beta,
             "moving_mean": moving_mean, "moving_variance": moving_variance, "infer_output": infer}
+
+
+def numpy_inference(x, mean, variance, gamma, beta, axis=-1, epsilon=1e-3) -> np.ndarray:
+    """Inference-mode BN in float64 NumPy: (x - mean) / sqrt(variance + eps) * gamma + beta."""
+    shape = [1] * x.ndim
+    shape[axis % x.ndim] = -1
+    mean, variance, gamma, beta = (np.asarray(v, np.float64).reshape(shape)
+                                   for v in (mean, variance, gamma, beta))
+    return (x.astype(np.float64) - mean) / np.sqrt(variance + epsilon) * gamma + beta
+
+
+def _gamma_beta(case: Case, weights: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    kwargs = _layer_kwargs(case)
+    names = [n for n, on in (("gamma", kwargs.get("scale", True)),
+                             ("beta", kwargs.get("center", True))) if on]
+    params = dict(zip(names, weights, strict=True))
+    channels = case.shape[case.axis]
+    return params.get("gamma", np.ones(channels)), params.get("beta", np.zeros(channels))
 
 
 def numpy_batch_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, axis: int = -1,
