@@ -2,7 +2,8 @@
 
 The wings, each a sub-package:
 
-- `bn_keras.layers`: our BatchNormalization (a drop-in for Keras'), and BN folding;
+- `bn_keras.layers`: our BatchNormalization (a drop-in for Keras'), and the BN tools:
+  `recalibrate_batch_norm`, `freeze_batch_norm`, `fold_batch_norm`;
 - `bn_keras.backends`: what the layer does faster on each Keras backend;
 - `bn_keras.models`: the tutorial's networks and ResNet-20, with a BN switch;
 - `bn_keras.data`: CIFAR-10 (tensorflow-datasets) and synthetic data as tf.data pipelines;
@@ -22,6 +23,8 @@ __version__ = "0.2.0.dev0"
 # Public name -> the module that defines it.
 _PUBLIC = {
     "BatchNormalization": "bn_keras.layers",
+    "recalibrate_batch_norm": "bn_keras.layers",
+    "freeze_batch_norm": "bn_keras.layers",
     "fold_batch_norm": "bn_keras.layers",
     "load_model": "bn_keras.saving",
 }

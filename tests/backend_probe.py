@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 
 from bn_keras import backends, models  # noqa: E402
 from bn_keras.layers import BatchNormalization  # noqa: E402
-from bn_keras.testing import conformance, equivalence  # noqa: E402
+from bn_keras.testing import bn_tools, conformance, equivalence  # noqa: E402
 
 
 def grid(case_names):
@@ -93,6 +93,16 @@ def saved_models(request):
     return report
 
 
+def tools():
+    """recalibrate_batch_norm against the NumPy reference, and fold_batch_norm's error, on
+    the model holding every kind of BN layer (bn_keras.testing.bn_tools)."""
+    data = bn_tools.batches(3, 16, last=6)
+    model = bn_tools.tools_model()
+    report = {"recalibration_errors": bn_tools.recalibration_errors(model, data)}
+    report["folding_error"] = bn_tools.folding_error(model, data[0])
+    return report
+
+
 def main(request_path, report_path):
     with open(request_path) as f:
         request = json.load(f)
@@ -104,6 +114,7 @@ def main(request_path, report_path):
         "synchronized": synchronized(),
         "fit_losses": fit_models(request["fit_models"], request["fit_images"]),
         "saved": saved_models(request),
+        "tools": tools(),
     }
     with open(report_path, "w") as f:
         json.dump(report, f, default=lambda value: value.item())  # NumPy scalars

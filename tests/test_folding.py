@@ -1,12 +1,20 @@
 """bn_keras.layers.folding: inference-mode BN folded into the layer before it."""
 
+import keras
 import numpy as np
 import pytest
 
 from bn_keras import models
 from bn_keras.data import sources
-from bn_keras.layers import fold_batch_norm, foldable_pairs
+from bn_keras.layers import (
+    BatchNormalization,
+    batch_norm_layers,
+    fold_batch_norm,
+    fold_report,
+    foldable_pairs,
+)
 from bn_keras.serve import export
+from bn_keras.testing import bn_tools
 
 
 @pytest.fixture(scope="module")
@@ -44,3 +52,49 @@ def test_resnet20_folding_preserves_logits(images):
     diff = export.compare_logits(export.keras_logits(fold_batch_norm(model), images),
                                  export.keras_logits(model, images))
     assert diff["max_abs_logit_diff"] <= 1e-4
+
+
+def test_nested_depthwise_separable_folded_and_the_others_kept_by_name():
+    """Into Conv2D, a bias-free conv, Dense, and in the nested model DepthwiseConv2D
+    and SeparableConv2D; a BN after a conv with its own ReLU and one after another BN are
+    kept, and say why."""
+    model = bn_tools.tools_model()
+    report = fold_report(model)
+    assert sorted(map(tuple, report["folded"])) == [
+        ("conv", "conv_bn"), ("conv_no_bias", "renorm_bn"), ("dense", "dense_bn"),
+        ("inner/dw", "inner/dw_bn"), ("inner/sep", "inner/sep_ghost_bn")]
+    assert report["kept"] == {
+        "after_relu_conv_bn": "it follows conv_relu, which applies relu before it",
+        "frozen_bn": "it follows renorm_bn (BatchNormalization), not a dense or convolution layer"}
+    folded = fold_batch_norm(model)
+    assert [layer.name for layer in batch_norm_layers(folded)] == ["after_relu_conv_bn",
+                                                                   "frozen_bn"]
+    x = bn_tools.batches(1, 16)[0]
+    assert bn_tools.folding_error(model, x) <= 1e-4
+
+
+def test_a_bn_after_a_conv_with_an_activation_is_not_folded():
+    """relu(conv(x)) then BN: folding BN into the conv would move it before the ReLU."""
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
+    model = keras.Model(inputs, BatchNormalization(name="bn")(x))
+    bn_tools.randomize_batch_norm(model)
+    assert foldable_pairs(model) == []
+    x = np.random.default_rng(0).normal(size=(4, 8, 8, 3)).astype(np.float32)
+    np.testing.assert_array_equal(fold_batch_norm(model)(x).numpy(), model(x).numpy())
+
+
+def test_a_subclassed_model_is_returned_as_it_is():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = keras.layers.Conv2D(4, 3), BatchNormalization(name="bn")
+
+        def call(self, x, training=None):
+            return self.bn(self.conv(x), training=training)
+
+    model = Net()
+    model(np.zeros((1, 8, 8, 3), np.float32))
+    assert fold_batch_norm(model) is model
+    assert fold_report(model) == {"folded": [], "kept": {
+        "bn": "the model is subclassed: no graph to fold in"}}

@@ -5,13 +5,14 @@ process (tests/backend_probe.py, with TensorFlow made unimportable, as on a
 machine without it), and the tests here assert on what it reports. They skip
 where the backend is not installed: `pip install -e ".[test,backends]"`.
 
-CI time: the full equivalence grid runs on TensorFlow (tests/test_layers.py);
+CI time: the full equivalence grid runs on TensorFlow (tests/test_batch_normalization.py);
 here a representative subset of it runs on each of JAX and PyTorch, the
 SUBSET below: 2-D with batch 1 (PyTorch's kernel refuses it: our general path
 takes it) and 64, 3-D channels-last and channels-first, a mask, NHWC with few
-channels, NCHW, offset 1e4 and constant inputs (where Keras' PyTorch layer
-gives NaN or loses precision), mixed float16 and bfloat16, synchronized=True
-(Keras' layer refuses it off TensorFlow), no center/scale, and renorm.
+channels, NCHW, offset 1e4 (inference also with converged statistics) and constant
+inputs (where Keras' PyTorch layer gives NaN or loses precision), mixed float16 and
+bfloat16, synchronized=True (Keras' layer refuses it off TensorFlow), no center/scale,
+and renorm.
 """
 
 import importlib.util
@@ -26,7 +27,8 @@ from bn_keras.testing import equivalence
 
 SUBSET = ["1x120 axis=-1", "64x120 axis=-1", "32x126x64 axis=-1", "16x64x126 axis=1",
           "16x126x64 axis=-1 masked", "64x28x28x6 axis=-1", "16x16x10x10 axis=1",
-          "16x28x28x6 axis=-1 offset=10000", "16x28x28x6 axis=-1 constant",
+          "16x28x28x6 axis=-1 offset=10000", "16x28x28x6 axis=-1 offset=10000 converged",
+          "16x28x28x6 axis=-1 constant",
           "16x10x10x16 axis=-1 mixed_float16", "16x10x10x16 axis=-1 mixed_bfloat16",
           "16x10x10x16 axis=-1 synchronized=True",
           "16x10x10x16 axis=-1 center=False scale=False",
@@ -131,3 +133,12 @@ def test_keras_files_cross_backends(probe):
     assert all(layer.synchronized for layer in loaded.layers if hasattr(layer, "synchronized"))
     np.testing.assert_allclose(loaded.predict(probe["images"], verbose=0),
                                saved["saved_predictions"], atol=1e-4, rtol=1e-4)
+
+
+def test_bn_tools_recalibrate_and_fold(probe):
+    """The same checks as tests/test_recalibration.py and tests/test_folding.py."""
+    tools = probe["report"]["tools"]
+    errors = dict(tools["recalibration_errors"])
+    assert errors.pop("other_weights") == 0.0 and errors.pop("frozen_bn") == 0.0
+    assert len(errors) == 6 and max(errors.values()) < 1e-5, errors
+    assert tools["folding_error"] <= 1e-4

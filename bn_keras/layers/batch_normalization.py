@@ -421,6 +421,15 @@ class BatchNormalization(keras.layers.Layer):
 BN_TYPES = (BatchNormalization, keras.layers.BatchNormalization)
 
 
+def batch_norm_layers(model: keras.layers.Layer) -> list[keras.layers.Layer]:
+    """Every BN layer (ours or Keras') in `model`, nested models included, in order."""
+    found = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, BN_TYPES) and layer not in found:
+            found.append(layer)
+    return found
+
+
 def _check_arguments(axis, renorm, renorm_clipping, synchronized, virtual_batch_size) -> None:
     """Raises for arguments Keras' layer (or tf-keras', for `virtual_batch_size`) refuses.
 

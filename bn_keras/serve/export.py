@@ -34,7 +34,7 @@ from bn_keras.errors import (
     Unusable,
     cannot_write,
 )
-from bn_keras.layers.folding import fold_batch_norm, foldable_pairs
+from bn_keras.layers.folding import fold_batch_norm, fold_report
 from bn_keras.locking import DirectoryLock
 
 METADATA_FILE = "bn_keras_metadata.json"
@@ -106,9 +106,10 @@ def _write_version(model, target, name, version, fold_bn, metadata) -> None:
     tmp = os.path.join(model_dir, f".tmp-{version}-{os.getpid()}")
     try:
         archive.write_out(tmp, verbose=False)
+        report = fold_report(model) if fold_bn else {"folded": [], "kept": {}}
         info = {"name": name, "version": version, "bn_folded": fold_bn,
-                "folded_pairs": [[p.name, bn.name] for p, bn in foldable_pairs(model)] if fold_bn
-                else [], "class_names": list(cifar.CLASS_NAMES),
+                "folded_pairs": report["folded"], "bn_not_folded": report["kept"],
+                "class_names": list(cifar.CLASS_NAMES),
                 "input": {"name": INPUT_NAME, "dtype": "uint8",
                           "shape": [None, *cifar.IMAGE_SHAPE]},
                 "outputs": list(OUTPUT_NAMES), **(metadata or {})}
