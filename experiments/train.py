@@ -23,8 +23,8 @@ from absl import flags  # noqa: E402
 
 from bn_keras import models  # noqa: E402
 from bn_keras.errors import UserError  # noqa: E402
+from bn_keras.train import averaging, distribute, training, workdir  # noqa: E402
 from bn_keras.train import config as config_lib  # noqa: E402
-from bn_keras.train import distribute, training, workdir  # noqa: E402
 
 FLAGS = flags.FLAGS
 DEFAULTS = config_lib.TrainConfig()
@@ -67,6 +67,16 @@ def define_flags() -> None:
     flags.DEFINE_integer("warmup_epochs", DEFAULTS.warmup_epochs,
                          "Warm-up length for warmup_cosine.", lower_bound=0)
     flags.DEFINE_bool("augment", DEFAULTS.augment, "Random crop and flip on training images.")
+    flags.DEFINE_float("ema_momentum", None,
+                       "Keep an exponential moving average of the weights with this momentum "
+                       "(e.g. 0.999): validation, checkpoints, the final model and its test use "
+                       "it, with BN statistics re-estimated for it.")
+    flags.DEFINE_integer("recalibrate_bn_batches", None,
+                         "Re-estimate BN's moving statistics for the evaluated weights over N "
+                         "unaugmented training batches, before each validation and the final "
+                         "test (0: never; default: 0, or "
+                         f"{config_lib.RECALIBRATION_BATCHES} with --ema_momentum).",
+                         lower_bound=0)
     flags.DEFINE_enum("strategy", DEFAULTS.strategy, list(distribute.STRATEGIES),
                       "tf.distribute strategy.")
     flags.DEFINE_string("tpu", None, "TPU address for --strategy=tpu ('local' on a TPU VM).")
@@ -125,6 +135,8 @@ def main(argv: list[str]) -> None:
         raise UserError(f"training diverged (loss NaN/inf in epoch "
                          f"{metrics['diverged_at_epoch'] + 1}); lower --learning_rate or use BN. "
                          f"Results so far: {config.workdir}")
+    for name, values in (metrics["test_variants"] or {}).items():
+        print(f"  test accuracy with {averaging.VARIANTS[name]}: {values['test_accuracy']:.4f}")
     print(f"test accuracy {metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.4f}, "
           f"{metrics['train_images_per_second']:.0f} training images/s; "
           f"results in {config.workdir} (tensorboard --logdir={config.workdir}/tensorboard)")

@@ -154,3 +154,27 @@ def test_predict_script_takes_any_image_and_skips_unreadable_ones(tmp_path, lene
     proc = predict(f"--saved_model={tmp_path}", str(img_dir))
     assert proc.returncode != 0 and "not a SavedModel" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_export_re_estimates_bn_statistics_when_asked(tmp_path, lenet, load_script):
+    """--recalibrate_bn_batches: the served model is the model with its statistics
+    re-estimated over that many unaugmented training batches; the metadata says so."""
+    from bn_keras import saving
+    from bn_keras.layers import recalibrate_batch_norm
+
+    script = load_script("experiments/export")
+    _, model_path = lenet
+    report = script.run(None, model_path, "small", str(tmp_path), None, False, True,
+                        "synthetic", None, False, recalibrate_bn_batches=2,
+                        recalibration_batch_size=16)
+    assert report["recalibration"] == {"batches": 2, "examples": 32}
+    expected = saving.load_model(model_path)
+    recalibrate_batch_norm(expected, script.recalibration_data("synthetic", None, 16),
+                           num_batches=2)
+    images = sources.synthetic_images(32, seed=9).inputs
+    served = tf.saved_model.load(report["saved_model"]).signatures["serving_default"]
+    logits = served(image=tf.constant(images))["logits"].numpy()
+    np.testing.assert_allclose(logits, export.keras_logits(expected, images), atol=1e-4)
+    assert np.abs(logits - export.keras_logits(lenet[0], images)).max() > 1e-2
+    with open(os.path.join(report["saved_model"], export.METADATA_FILE)) as f:
+        assert json.load(f)["bn_recalibration"] == {"batches": 2, "examples": 32}

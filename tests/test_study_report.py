@@ -54,6 +54,8 @@ def test_quick_study_writes_report_table_and_plots(tmp_path, name, arms, plots, 
         assert "no_bn vs tutorial_as_written: seed for seed, the runs are identical" in text
     if name == "momentum":
         assert all(r["test_acc_batch_stats"] not in ("", "-") for r in table)
+        assert all(0 <= float(r["test_acc_re_estimated"]) <= 1 for r in table)
+        assert "`test_acc_re_estimated`: BN's moving statistics re-estimated" in text
     if name == "depth":
         assert "| resnet20_no_bn | init |" in text
 

@@ -94,20 +94,23 @@ class TrainingStream:
     def examples_per_epoch(self) -> int:
         return min(self.num_examples, self.steps_per_epoch * self.batch_size)
 
-    def draws(self, epoch: int) -> dict[str, np.ndarray]:
+    def draws(self, epoch: int, augment: bool | None = None) -> dict[str, np.ndarray]:
         """Epoch `epoch`'s order and, with augmentation, crop offsets and flips."""
         rng = epoch_rng(self.seed, epoch)
         draws = {"order": rng.permutation(self.num_examples)}
-        if self.augment:
+        if self.augment if augment is None else augment:
             draws["offsets"] = rng.integers(0, 9, size=(self.num_examples, 2), dtype=np.int32)
             draws["flips"] = rng.random(self.num_examples) < 0.5
         return draws
 
-    def epoch(self, epoch: int) -> tf.data.Dataset:
-        """The batches of epoch `epoch` (0-based): `(float32 inputs, int64 labels)`."""
-        draws = self.draws(epoch)
+    def epoch(self, epoch: int, augment: bool | None = None) -> tf.data.Dataset:
+        """The batches of epoch `epoch` (0-based): `(float32 inputs, int64 labels)`;
+        `augment=False`: the same batches without augmentation (for re-estimating BN
+        statistics: the training images as they are)."""
+        augment = self.augment if augment is None else augment
+        draws = self.draws(epoch, augment)
         inputs, labels = self._inputs, self._labels
-        augment, preprocess = self.augment, self.preprocess
+        preprocess = self.preprocess
 
         def batch_of_examples(batch):  # one map per batch: tf.data's overhead is per call
             x = tf.gather(inputs, batch["order"])

@@ -1,5 +1,6 @@
 """Measurements of a study's trained networks beyond what training records: test accuracy
-with batch statistics, and per-layer gradient norms at initialization and after training."""
+with batch statistics and with re-estimated statistics, and per-layer gradient norms at
+initialization and after training."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from bn_keras import models, saving
+from bn_keras.layers import recalibrate_batch_norm
 from bn_keras.study.runner import Arm, run_dir
 from bn_keras.train import diagnostics, training
 from bn_keras.train.config import TrainConfig
@@ -25,6 +27,21 @@ def batch_statistics_accuracy(model_path: str, test: tf.data.Dataset) -> float:
         correct += int(np.sum(np.argmax(logits, -1) == y.numpy()))
         total += int(y.shape[0])
     return correct / total
+
+
+# Re-estimating a study run's BN statistics: about this many unaugmented training images,
+# in batches of the run's own batch size (the statistics BN saw in training).
+RECALIBRATION_EXAMPLES = 10_000
+
+
+def re_estimated_accuracy(model_path: str, train: tf.data.Dataset, test: tf.data.Dataset,
+                          num_batches: int) -> float:
+    """Test accuracy of a saved model after its BN statistics are re-estimated for its
+    final weights over the first `num_batches` batches of `train`
+    (bn_keras.layers.recalibrate_batch_norm)."""
+    model = saving.load_model(model_path)
+    recalibrate_batch_norm(model, train, num_batches=num_batches)
+    return float(model.evaluate(test, verbose=0)[1])
 
 
 def gradient_norm_rows(runs_dir: str, base: TrainConfig, arms: Sequence[Arm]) -> list[dict]:

@@ -89,7 +89,8 @@ def batch_study(quick: bool) -> Study:
         "batch", "batch sizes 2 .. 256: no BN, BN, batch renorm, Ghost BN (groups of 8)",
         _base(optimizer="adam", learning_rate=1e-3, epochs=1 if quick else 2,
               train_examples=4_000 if quick else None, **QUICK_MOMENTUM[quick]),
-        tuple(arms), loss_window=100, sections=("accuracy_vs",), quick=quick, sweep="batch_size")
+        tuple(arms), loss_window=100, sections=("accuracy_vs", "re_estimated"), quick=quick,
+        sweep="batch_size")
 
 
 def depth_study(quick: bool) -> Study:
@@ -115,12 +116,14 @@ def placement_study(quick: bool) -> Study:
 
 def momentum_study(quick: bool) -> Study:
     return Study(
-        "momentum", "BN momentum 0.9 vs 0.99; test accuracy with moving vs batch statistics",
+        "momentum", "BN momentum 0.9 vs 0.99; test accuracy with moving, batch and "
+        "re-estimated statistics",
         _base(optimizer="adam", learning_rate=1e-3, batch_size=128, epochs=3 if quick else 10,
               train_examples=10_000 if quick else None),
         (Arm("momentum_0.9", bn="custom", bn_momentum=0.9),
          Arm("momentum_0.99", bn="custom", bn_momentum=0.99)),
-        loss_window=50, sections=("loss_curves", "per_epoch", "batch_statistics"), quick=quick)
+        loss_window=50, sections=("loss_curves", "per_epoch", "batch_statistics", "re_estimated"),
+        quick=quick)
 
 
 STUDIES: dict[str, Callable[[bool], Study]] = {

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import time
 from collections.abc import Callable
@@ -118,6 +119,32 @@ def batch_statistics_section(report: Report) -> None:
         row["test_acc_batch_stats"] = statistics.mean_std(accuracies)
 
 
+def re_estimated_section(report: Report) -> None:
+    """Test accuracy once BN's statistics are re-estimated for the final weights: about
+    RECALIBRATION_EXAMPLES unaugmented training images, in batches of the run's size."""
+    study = report.study
+    splits = training.load_splits(study.base)
+    arms = {arm.name: arm for arm in study.arms}
+    for row in report.rows:
+        accuracies = []
+        for seed in range(study.seeds):
+            config = arms[row["arm"]].config(study.base, seed, "")
+            if config.bn == "none":
+                break
+            datasets = training.make_datasets(config, splits=splits)
+            batches = math.ceil(evaluation.RECALIBRATION_EXAMPLES / config.batch_size)
+            accuracies.append(evaluation.re_estimated_accuracy(
+                run_dir(report.runs_dir, row["arm"], seed, "final.keras"),
+                datasets.train.epoch(0, augment=False), datasets.test, batches))
+        row["test_acc_re_estimated"] = statistics.mean_std(accuracies) if accuracies else "-"
+    report.text.append(
+        f"\n`test_acc_re_estimated`: BN's moving statistics re-estimated for the final weights "
+        f"(bn_keras.recalibrate_batch_norm) over the first "
+        f"{evaluation.RECALIBRATION_EXAMPLES:,} unaugmented training images of epoch 1's "
+        f"order (fewer where the run trained on fewer), in batches of the run's own size; "
+        f"'-': no BN.\n")
+
+
 def gradient_norms_section(report: Report) -> None:
     """Per-layer gradient norms at initialization and after training, and during training."""
     rows = evaluation.gradient_norm_rows(report.runs_dir, report.study.base, report.study.arms)
@@ -130,7 +157,8 @@ def gradient_norms_section(report: Report) -> None:
 SECTIONS: dict[str, Callable[[Report], None]] = {
     "loss_curves": loss_curves_section, "tutorial_check": tutorial_check_section,
     "per_epoch": per_epoch_section, "accuracy_vs": accuracy_vs_section,
-    "batch_statistics": batch_statistics_section, "gradient_norms": gradient_norms_section}
+    "batch_statistics": batch_statistics_section, "re_estimated": re_estimated_section,
+    "gradient_norms": gradient_norms_section}
 
 
 def runs_dir(study: Study, runs_root: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 
+from bn_keras.train import averaging
 from bn_keras.train.config import TrainConfig
 
 
@@ -25,13 +26,18 @@ NO_WEIGHT_DECAY = ("gamma", "beta", "bias")
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """The configured optimizer; with `ema_momentum`, it also keeps an exponential moving
+    average of the trainable weights (bn_keras.train.averaging)."""
     lr = learning_rate(config, steps_per_epoch)
     decay = config.weight_decay or None
+    ema = {"use_ema": True, "ema_momentum": config.ema_momentum} if config.ema_momentum else {}
     if config.optimizer == "adam":
-        optimizer = keras.optimizers.Adam(lr, weight_decay=decay)
+        optimizer = keras.optimizers.Adam(lr, weight_decay=decay, **ema)
     else:
         optimizer = keras.optimizers.SGD(lr, momentum=config.sgd_momentum,
-                                         nesterov=config.nesterov, weight_decay=decay)
+                                         nesterov=config.nesterov, weight_decay=decay, **ema)
     if decay:
         optimizer.exclude_from_weight_decay(var_names=list(NO_WEIGHT_DECAY))
+    if ema:
+        averaging.keep_averages_apart(optimizer)
     return optimizer

@@ -28,7 +28,7 @@ from bn_keras.data import pipelines, sources
 from bn_keras.data.pipelines import Pipelines
 from bn_keras.data.sources import Examples
 from bn_keras.errors import InvalidSetting
-from bn_keras.train import callbacks, distribute
+from bn_keras.train import averaging, callbacks, distribute
 from bn_keras.train.config import TrainConfig
 from bn_keras.train.events import SummaryWriters
 from bn_keras.train.losses import make_loss
@@ -110,6 +110,16 @@ def build_compiled_model(config: TrainConfig, num_replicas: int, steps_per_epoch
     return model
 
 
+def evaluated_weights(config: TrainConfig, model: keras.Model,
+                      stream: pipelines.TrainingStream) -> averaging.EvaluatedWeights:
+    """The weights the run evaluates and keeps: the EMA with `ema_momentum`, with BN
+    statistics re-estimated over the first batches of epoch 1's order, unaugmented."""
+    return averaging.EvaluatedWeights(
+        model, use_average=bool(config.ema_momentum),
+        batches=config.resolved_recalibration_batches(),
+        data=lambda: stream.epoch(0, augment=False))
+
+
 def probe_batch(dataset: tf.data.Dataset, size: int):
     """A fixed batch of up to `size` examples for the diagnostics."""
     return next(iter(dataset.unbatch().batch(size)))
@@ -123,6 +133,10 @@ class RunCallbacks:
     (throughput, learning rate, loss windows, NaN guard) and before anything writes
     the epoch (summaries, diagnostics, checkpoints, the commit), so they may read
     those values and add their own to the epoch's logs.
+
+    `evaluated_weights` (with an EMA or re-estimated BN statistics) holds the evaluated
+    weights in the model from validation until its turn: the per-epoch test and the best
+    checkpoint see them; diagnostics and the commit see the trained ones.
     """
 
     throughput: callbacks.Throughput
@@ -132,8 +146,9 @@ class RunCallbacks:
     extra: list[keras.callbacks.Callback]
     evaluate_each_epoch: callbacks.EvaluateEachEpoch | None
     summaries: callbacks.EpochSummaries
-    diagnostics: callbacks.BNDiagnostics
     best: callbacks.BestCheckpoint
+    evaluated_weights: averaging.SwapEvaluatedWeights | None
+    diagnostics: callbacks.BNDiagnostics
     epoch_log: callbacks.EpochLog | None
     commit: EpochCommit
     one_epoch_per_fit: OneEpochPerFit
@@ -149,9 +164,11 @@ class RunCallbacks:
 def get_callbacks(config: TrainConfig, workdir: Workdir, writers: SummaryWriters, probe,
                   examples_per_epoch: int, resume: Resume,
                   test_dataset: tf.data.Dataset | None = None,
-                  extra: list[keras.callbacks.Callback] | None = None) -> RunCallbacks:
+                  extra: list[keras.callbacks.Callback] | None = None,
+                  evaluated: averaging.EvaluatedWeights | None = None) -> RunCallbacks:
     """A run's callbacks. `probe` is the (inputs, labels) batch of the BN diagnostics;
-    `test_dataset`, when given, is evaluated after every epoch (EvaluateEachEpoch)."""
+    `test_dataset`, when given, is evaluated after every epoch (EvaluateEachEpoch);
+    `evaluated`, when it changes anything, is swapped in for each epoch's evaluation."""
     measured = dict(
         throughput=callbacks.Throughput(examples_per_epoch),
         learning_rate=callbacks.LearningRateLog(),
@@ -162,8 +179,10 @@ def get_callbacks(config: TrainConfig, workdir: Workdir, writers: SummaryWriters
         summaries=callbacks.EpochSummaries(writers),
         diagnostics=callbacks.BNDiagnostics(writers, *probe, config.diagnostics_every_n_steps),
         best=callbacks.BestCheckpoint(workdir),
+        evaluated_weights=(averaging.SwapEvaluatedWeights(evaluated)
+                           if evaluated is not None and evaluated.changes_anything else None),
         epoch_log=callbacks.EpochLog() if config.verbose == 2 else None)
-    stateful = [c for c in measured.values() if c is not None and c.state_key]
+    stateful = [c for c in measured.values() if getattr(c, "state_key", None)]
     return RunCallbacks(**measured, extra=list(extra or []),
                         commit=EpochCommit(workdir, writers, resume, stateful),
                         one_epoch_per_fit=OneEpochPerFit())
@@ -246,11 +265,12 @@ def _train(config, datasets_override, strategy, extra_callbacks, workdir, resume
     elif replicas > 1:
         distribute.build_from_first_replica(model)
     writers = SummaryWriters(workdir.tensorboard)
+    evaluated = evaluated_weights(config, model, stream)
     run_callbacks = get_callbacks(
         config, workdir, writers, probe_batch(datasets.validation, config.probe_size),
         stream.examples_per_epoch, resume,
         test_dataset=datasets.test if config.test_every_epoch else None,
-        extra=extra_callbacks)
+        extra=extra_callbacks, evaluated=evaluated)
     log.info("%s: model=%s bn=%s strategy=%s replicas=%d global_batch=%d steps/epoch=%d "
              "workdir=%s", f"resuming after epoch {resume.epoch}" if resume.epoch else "starting",
              config.model, config.bn, config.strategy, replicas, global_batch,
@@ -268,6 +288,10 @@ def _train(config, datasets_override, strategy, extra_callbacks, workdir, resume
     finally:
         writers.close()
     train_seconds = time.perf_counter() - start
+    variants, recalibration = None, None
+    if evaluated.changes_anything:
+        variants = averaging.evaluate_variants(model, evaluated, datasets.test)
+        recalibration = evaluated.apply()  # the final model holds the evaluated weights
     test_loss, test_accuracy = model.evaluate(datasets.test, verbose=0)
     history = run_callbacks.commit.history
     val = [row["val_accuracy"] for row in history if "val_accuracy" in row]
@@ -292,6 +316,13 @@ def _train(config, datasets_override, strategy, extra_callbacks, workdir, resume
         # Several workers: whether they all ended with the same weights (they must).
         "workers_agree": (distribute.workers_agree(model, strategy) if isinstance(
             strategy, tf.distribute.MultiWorkerMirroredStrategy) and replicas > 1 else None),
+        # What the final model, its test and checkpoints hold: the trained weights or their
+        # EMA, BN's moving statistics or re-estimated ones (`recalibration`: how), and the
+        # test with each (bn_keras.train.averaging.evaluate_variants).
+        "evaluated_weights": "averaged" if evaluated.use_average else "trained",
+        "bn_statistics": "re-estimated" if recalibration else "moving",
+        "recalibration": recalibration and {k: recalibration[k] for k in ("batches", "examples")},
+        "test_variants": variants,
         "history": history,
         "loss_curve": run_callbacks.loss_every_n.points,
     }
