@@ -40,6 +40,9 @@ def define_flags() -> None:
     flags.DEFINE_integer("virtual_batch_size", None, "Ghost BN group size (bn=custom only).",
                          lower_bound=1)
     flags.DEFINE_bool("renorm", DEFAULTS.renorm, "Use batch renormalization.")
+    flags.DEFINE_bool("zero_init_residual", DEFAULTS.zero_init_residual,
+                      "ResNet-20: start each residual block's last BN at gamma = 0, so every "
+                      "block starts as the identity (Goyal et al. 2017).")
     flags.DEFINE_enum("dataset", DEFAULTS.dataset, list(config_lib.DATASETS),
                       "cifar10 (real, via tensorflow-datasets) or synthetic (smoke tests).")
     flags.DEFINE_string("data_dir", None, "TFDS data directory holding cifar10/ (default: "

@@ -152,3 +152,22 @@ def test_multiply_adds_per_example_are_counted_from_the_layers(name):
         model = models.build_model(name, "keras" if name == "conv1d_example" else bn, **options)
         assert models.MACS_PER_EXAMPLE[name] == _multiply_adds(model)
     assert models.MACS_PER_EXAMPLE["lenet_tutorial"] == models.MACS_PER_EXAMPLE["lenet"]
+
+
+def test_zero_init_residual_starts_every_block_as_the_identity():
+    """Each block's last BN starts at gamma = 0, so every block outputs relu(shortcut);
+    only those nine BN layers; refused where it cannot apply."""
+    model = models.resnet20("custom", zero_init_residual=True)
+    zeroed = [layer.name for layer in model.layers
+              if layer.name.endswith("_bn") and not np.any(layer.gamma.numpy())]
+    assert zeroed == [f"stage{s}_block{b}_2_bn" for s in (1, 2, 3) for b in (1, 2, 3)]
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
+    probe = keras.Model(model.input, [model.get_layer("stage1_block1_out").output,
+                                      model.get_layer("stem_relu").output])
+    out, stem = probe(x, training=False)
+    np.testing.assert_allclose(out.numpy(), np.maximum(stem.numpy(), 0), atol=1e-6)
+    for bad in (dict(bn="none"), dict(bn="custom", placement="after_relu")):
+        with pytest.raises(ValueError, match="zero_init_residual"):
+            models.resnet20(zero_init_residual=True, **bad)
+    with pytest.raises(ValueError, match="applies to model='resnet20'"):
+        models.check_options("lenet", "custom", zero_init_residual=True)

@@ -29,7 +29,7 @@ from bn_keras.models.normalization import (
     check_placement,
     make_bn,
 )
-from bn_keras.models.resnet import ZeroPadShortcut, resnet20
+from bn_keras.models.resnet import ZeroPadShortcut, check_zero_init_residual, resnet20
 
 # Multiply-adds of one example's forward pass, counted from the layers' shapes
 # (tests/test_models.py recounts them): the size of a training step, for settings that
@@ -65,8 +65,14 @@ def check_options(name: str, bn: str, **kwargs: Any) -> None:
         raise ValueError("model='conv1d_example' is the tutorial's BN example; pick bn=keras "
                          "or bn=custom.")
     options = dict(kwargs)
-    check_placement(options.pop("placement", PLACEMENTS[0]))
+    placement = options.pop("placement", PLACEMENTS[0])
+    check_placement(placement)
     options.pop("num_classes", None)
+    if options.pop("zero_init_residual", False):
+        if name != "resnet20":
+            raise ValueError(f"zero_init_residual applies to model='resnet20' (the blocks' "
+                             f"last BN), not to model={name!r}.")
+        check_zero_init_residual(bn, placement)
     if bn != "none":
         make_bn(bn, "check", **options)
 

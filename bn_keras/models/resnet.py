@@ -37,21 +37,36 @@ class ZeroPadShortcut(layers.Layer):
 
 
 def resnet20(bn: str = "custom", placement: str = "before_relu",
-             **bn_options: Any) -> keras.Model:
+             zero_init_residual: bool = False, **bn_options: Any) -> keras.Model:
     """ResNet-20 for CIFAR-10 (He et al., 2016, section 4.2): 0.27M parameters.
 
     A 3x3 conv with 16 filters, three stages of three basic blocks (16, 32, 64
     filters; stride 2 at the start of stages 2 and 3), global average pooling
     and a 10-way dense layer; shortcuts are identities, zero-padded where the
     width doubles (option A). The paper reports 8.75% test error.
+
+    `zero_init_residual`: each block's last BN starts with gamma = 0, so every block
+    starts as the identity (Goyal et al., 2017; He et al., 2019, "Bag of Tricks";
+    torchvision's option of the same name). Needs BN before the ReLU.
     """
-    return _cifar_resnet(3, bn, placement, bn_options)
+    return _cifar_resnet(3, bn, placement, bn_options, zero_init_residual)
+
+
+def check_zero_init_residual(bn: str, placement: str) -> None:
+    if bn == "none" or placement != "before_relu":
+        raise ValueError("zero_init_residual starts each block's last BN at gamma = 0: it "
+                         "needs BN (bn=keras or bn=custom) before the ReLU.")
 
 
 def _cifar_resnet(blocks_per_stage: int, bn: str, placement: str,
-                  bn_options: Mapping[str, Any]) -> keras.Model:
+                  bn_options: Mapping[str, Any], zero_init_residual: bool = False
+                  ) -> keras.Model:
     check_bn(bn)
     check_placement(placement)
+    if zero_init_residual:
+        check_zero_init_residual(bn, placement)
+    last_bn_options = ({**bn_options, "gamma_initializer": "zeros"} if zero_init_residual
+                       else bn_options)
     use_bias = bn == "none" or placement == "after_relu"
 
     def conv(x, filters, stride, name):
@@ -71,7 +86,7 @@ def _cifar_resnet(blocks_per_stage: int, bn: str, placement: str,
             y = normalized_relu(conv(x, filters, stride, f"{name}_conv1"), bn,
                                  f"{name}_1", placement, bn_options)
             y = conv(y, filters, 1, f"{name}_conv2")
-            norm = make_bn(bn, f"{name}_2_bn", **bn_options)
+            norm = make_bn(bn, f"{name}_2_bn", **last_bn_options)
             if norm is not None and placement == "before_relu":
                 y = norm(y)
             x = layers.Add(name=f"{name}_add")([y, shortcut])

@@ -41,6 +41,7 @@ class TrainConfig:
     bn_placement: str = "before_relu"
     virtual_batch_size: int | None = None
     renorm: bool = False
+    zero_init_residual: bool = False  # ResNet-20: each block's last BN starts at gamma = 0
     dataset: str = "cifar10"
     data_dir: str | None = None
     download: bool = True
@@ -197,6 +198,8 @@ class TrainConfig:
             options["num_classes"] = cifar.NUM_CLASSES  # a logits head, to train it
         else:
             options["placement"] = self.bn_placement
+        if self.zero_init_residual:
+            options["zero_init_residual"] = True
         return options
 
     def resolved_steps_per_execution(self, mirrored_replicas: int = 1) -> int:
