@@ -34,6 +34,10 @@ INFERENCE_TARGET = 1.0
 
 
 def define_flags() -> None:
+    flags.DEFINE_string("report", None,
+                        "Also write the output to this Markdown file, headed by the "
+                        "command and what it was measured on (e.g. "
+                        "experiments/results/benchmarks/bench_layer.md).")
     flags.DEFINE_integer("rounds", 7, "Interleaved measurement rounds; medians are reported.",
                          lower_bound=1)
     flags.DEFINE_integer("iterations", 10, "Calls per round and candidate.", lower_bound=1)
@@ -160,8 +164,7 @@ def xla_kernels(rounds, iterations, steps_per_call) -> None:
                            for name in ("rows", "fused", "general")) + " |", flush=True)
 
 
-def main(argv: list[str]) -> None:
-    del argv
+def benchmark() -> None:
     import keras
 
     backend = keras.config.backend()
@@ -204,6 +207,15 @@ def _device() -> str:
     from bn_keras import backends
 
     return backends.current().device_name()
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    from bn_keras.testing import timing as report_timing
+
+    title = "Our BatchNormalization vs Keras' (benchmarks/bench_layer.py)"
+    with report_timing.report_to(flags.FLAGS.report, title):
+        benchmark()
 
 
 if __name__ == "__main__":

@@ -285,6 +285,10 @@ def _progress(case: Case, side: str, value: float, seconds: float) -> None:
 
 
 def define_flags() -> None:
+    flags.DEFINE_string("report", None,
+                        "Also write the output to this Markdown file, headed by the "
+                        "command and what it was measured on (e.g. "
+                        "experiments/results/benchmarks/bench_peer.md).")
     flags.DEFINE_list("models", list(MODEL_NAMES), f"Networks to measure: "
                       f"{', '.join(MODEL_NAMES)}.")
     flags.DEFINE_list("batch_sizes", ["10", "128"], "LeNet batch sizes.")
@@ -315,8 +319,7 @@ def _batch_sizes(values: list[str], flag: str) -> list[int]:
     return sizes
 
 
-def main(argv: list[str]) -> None:
-    del argv
+def benchmark() -> None:
     if importlib.util.find_spec("torch") is None:
         raise InvalidSetting(MISSING_TORCH)
     f = flags.FLAGS
@@ -353,6 +356,15 @@ def main(argv: list[str]) -> None:
           f"per-round ratios. 1-minute load average {load_before:.1f} before, "
           f"{os.getloadavg()[0]:.1f} after: above ~0.5 other work shared the cores.\n")
     print(format_tables(samples))
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    from bn_keras.testing import timing as report_timing
+
+    title = "experiments/train.py vs the tutorial's PyTorch loop (benchmarks/bench_peer.py)"
+    with report_timing.report_to(flags.FLAGS.report, title):
+        benchmark()
 
 
 if __name__ == "__main__":

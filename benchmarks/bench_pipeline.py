@@ -38,6 +38,10 @@ PIPELINES = {False: "input pipeline alone, no augmentation",
 
 
 def define_flags() -> None:
+    flags.DEFINE_string("report", None,
+                        "Also write the output to this Markdown file, headed by the "
+                        "command and what it was measured on (e.g. "
+                        "experiments/results/benchmarks/bench_pipeline.md).")
     flags.DEFINE_string("data_dir", None, "TFDS data directory holding cifar10/ "
                         "(default: $TFDS_DATA_DIR); it is never downloaded.")
     flags.DEFINE_bool("synthetic", False,
@@ -86,8 +90,7 @@ def verdict(ratio: float) -> str:
     return "yes" if ratio >= TARGET else "NO"
 
 
-def main(argv: list[str]) -> None:
-    del argv
+def benchmark() -> None:
     from bn_keras.data import pipelines, sources
     from bn_keras.testing import timing
 
@@ -122,6 +125,15 @@ def main(argv: list[str]) -> None:
         cells = [f"{ratios[name]:.1f}x | {verdict(ratios[name])}" for name in PIPELINES.values()]
         print(f"| LeNet training step, bn={bn} | {rates[bn]:.0f} "
               f"| {timing.spread(samples[bn], '.0f')} | {' | '.join(cells)} |", flush=True)
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    from bn_keras.testing import timing as report_timing
+
+    title = 'Does the input pipeline keep up? (benchmarks/bench_pipeline.py)'
+    with report_timing.report_to(flags.FLAGS.report, title):
+        benchmark()
 
 
 if __name__ == "__main__":

@@ -28,6 +28,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def define_flags() -> None:
+    flags.DEFINE_string("report", None,
+                        "Also write the output to this Markdown file, headed by the "
+                        "command and what it was measured on (e.g. "
+                        "experiments/results/benchmarks/bench_scaling.md).")
     flags.DEFINE_integer("epochs", 3, "Training epochs per setup.", lower_bound=1)
     flags.DEFINE_integer("examples", 8192, "Synthetic training examples.", lower_bound=1)
     flags.DEFINE_integer("batch_size", 64, "Batch size per replica.", lower_bound=1)
@@ -48,8 +52,7 @@ def local_workers_metrics(workdir: str) -> dict:
         return json.load(f)
 
 
-def main(argv: list[str]) -> None:
-    del argv
+def benchmark() -> None:
     import tensorflow as tf
 
     # Before TensorFlow's runtime starts: two logical devices for MirroredStrategy.
@@ -78,6 +81,15 @@ def main(argv: list[str]) -> None:
     print("|---|---|---|---|")
     for label, batch, ips in rows:
         print(f"| {label} | {batch} | {ips:.0f} | {ips / rows[0][2]:.2f}x |")
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    from bn_keras.testing import timing as report_timing
+
+    title = 'One replica vs two (benchmarks/bench_scaling.py)'
+    with report_timing.report_to(flags.FLAGS.report, title):
+        benchmark()
 
 
 if __name__ == "__main__":

@@ -28,6 +28,10 @@ BATCHES = ((1, 200), (256, 10))  # (batch size, calls per timing)
 
 
 def define_flags() -> None:
+    flags.DEFINE_string("report", None,
+                        "Also write the output to this Markdown file, headed by the "
+                        "command and what it was measured on (e.g. "
+                        "experiments/results/benchmarks/bench_serving.md).")
     flags.DEFINE_enum("model", "lenet", ["lenet", "resnet20"],
                       "Network to export (freshly initialized) when --workdir is not given.")
     flags.DEFINE_string("workdir", None,
@@ -54,8 +58,7 @@ def load_model():
     return saving.load_model(path)
 
 
-def main(argv: list[str]) -> None:
-    del argv
+def benchmark() -> None:
     import numpy as np
     import tensorflow as tf
 
@@ -82,6 +85,15 @@ def main(argv: list[str]) -> None:
             print(f"| {batch} | {t[False] * 1e3:.3f} | {t[True] * 1e3:.3f} | "
                   f"{batch / t[False]:.0f} | {batch / t[True]:.0f} | {t[True] / t[False]:.2f}x |",
                   flush=True)
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    from bn_keras.testing import timing as report_timing
+
+    title = "Serving latency, folded vs unfolded (benchmarks/bench_serving.py)"
+    with report_timing.report_to(flags.FLAGS.report, title):
+        benchmark()
 
 
 if __name__ == "__main__":

@@ -39,6 +39,10 @@ WAYS = ("graph", "xla_each", "xla_while", "xla_unrolled")
 
 
 def define_flags() -> None:
+    flags.DEFINE_string("report", None,
+                        "Also write the output to this Markdown file, headed by the "
+                        "command and what it was measured on (e.g. "
+                        "experiments/results/benchmarks/bench_step.md).")
     flags.DEFINE_list("batch_sizes", ["10", "128"], "Batch sizes to measure.")
     flags.DEFINE_integer("steps_per_call", 10, "Training steps per call (N).", lower_bound=1)
     flags.DEFINE_integer("images", 5000, "Images per timed pass.", lower_bound=1)
@@ -114,8 +118,7 @@ def _way(way, step, steps):
     return tf.function(loop, jit_compile=way == "xla_while")
 
 
-def main(argv: list[str]) -> None:
-    del argv
+def benchmark() -> None:
     unknown = sorted(set(FLAGS.ways) - set(WAYS))
     if unknown:
         raise InvalidSetting(f"--ways: unknown {', '.join(unknown)}; expected some of "
@@ -133,8 +136,6 @@ def main(argv: list[str]) -> None:
         print(json.dumps(measure(FLAGS.ways, batch_sizes, FLAGS.steps_per_call, FLAGS.images,
                                  FLAGS.repeats)))
         return
-    from bn_keras import environment
-
     results = {}
     for threads in (0, 1):
         done = subprocess.run([sys.executable, os.path.abspath(__file__), *sys.argv[1:],
@@ -143,8 +144,7 @@ def main(argv: list[str]) -> None:
             raise RuntimeError(done.stderr.strip().splitlines()[-1])
         results[threads] = json.loads(done.stdout.strip().splitlines()[-1])
     print(f"LeNet with our BN, Adam, {FLAGS.steps_per_call} steps per call; best of "
-          f"{FLAGS.repeats} passes of about {FLAGS.images} images. Measured on: "
-          f"{environment.summary()}.\n")
+          f"{FLAGS.repeats} passes of about {FLAGS.images} images.\n")
     print("| way | batch | images/s, default threads | images/s, 1 thread | first call s "
           "(default / 1) |")
     print("|---|---|---|---|---|")
@@ -153,6 +153,15 @@ def main(argv: list[str]) -> None:
             default, one = results[0][way][str(batch)], results[1][way][str(batch)]
             print(f"| {way} | {batch} | {default[0]:,.0f} | {one[0]:,.0f} | "
                   f"{default[1]:.1f} / {one[1]:.1f} |")
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    from bn_keras.testing import timing as report_timing
+
+    title = "Ways to run LeNet's small steps (benchmarks/bench_step.py)"
+    with report_timing.report_to(FLAGS.report if FLAGS.measure_threads is None else None, title):
+        benchmark()
 
 
 if __name__ == "__main__":

@@ -27,8 +27,8 @@ needed), from the repository root:
     PYTHONPATH=$PWD python benchmarks/gpu_backends.py --output_dir=gpu_results \
         --parts=lenet,peer,grid,layer --part_timeout_s=150
 
-Measured on an H200 (experiments/results/gpu_h200/): the whole run took about
-4 minutes, each part 12-67 s.
+What it measured on an H200, and how long each part took there:
+experiments/results/gpu_h200/README.md.
 
 On a CPU, --smoke runs every part with tiny sizes in about two minutes, so the
 script is known to work before a GPU is spent on it:

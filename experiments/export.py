@@ -43,6 +43,9 @@ def define_flags() -> None:
                       "Images for the checks: the real test split, or synthetic ones.")
     flags.DEFINE_string("data_dir", None, "TFDS data directory (default: $TFDS_DATA_DIR).")
     flags.DEFINE_bool("verify", True, "Reload and check the SavedModel in a fresh process.")
+    flags.DEFINE_string("report_json", None,
+                        "Also write what the export measured (folding, the served model's "
+                        "test accuracy) to this JSON file, e.g. for report_run.py --export_json.")
     flags.DEFINE_integer("recalibrate_bn_batches", 0,
                          "Re-estimate BN's moving statistics for the model's weights over N "
                          "unaugmented training batches before exporting (0: keep them).",
@@ -127,6 +130,7 @@ def run(workdir, model_path, name, base_dir, version, overwrite, fold_bn, datase
                                        reference)
         report["folded_vs_unfolded"] = folded
         plan = layers.fold_report(model)
+        report["bn_folded"], report["bn_kept"] = len(plan["folded"]), plan["kept"]
         kept = "".join(f"; kept {name}: {why}" for name, why in plan["kept"].items())
         print(f"BN folding: {len(plan['folded'])} BN layers folded{kept}; max |logit diff| "
               f"{folded['max_abs_logit_diff']:.2e} over {len(images)} test images, predicted "
@@ -146,18 +150,27 @@ def run(workdir, model_path, name, base_dir, version, overwrite, fold_bn, datase
             reference_file = os.path.join(tmp, "reference.npz")
             np.savez(reference_file, images=images, labels=labels, logits=reference)
             script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "verify_export.py")
+            result_file = os.path.join(tmp, "served.json")
             proc = subprocess.run([sys.executable, script, f"--saved_model={target}",
-                                   f"--reference={reference_file}"])
-        if proc.returncode != 0:
-            raise UserError(f"verification of {target} failed (see above).")
+                                   f"--reference={reference_file}",
+                                   f"--result_json={result_file}"])
+            if proc.returncode != 0:
+                raise UserError(f"verification of {target} failed (see above).")
+            with open(result_file) as f:
+                report["served"] = json.load(f)
     return report
 
 
 def main(argv):
     del argv
-    run(FLAGS.workdir, FLAGS.model_path, FLAGS.name, FLAGS.base_dir, FLAGS.version,
+    report = run(FLAGS.workdir, FLAGS.model_path, FLAGS.name, FLAGS.base_dir, FLAGS.version,
         FLAGS.overwrite, FLAGS.fold_bn, FLAGS.dataset, FLAGS.data_dir, FLAGS.verify,
         FLAGS.recalibrate_bn_batches, FLAGS.recalibration_batch_size)
+    if FLAGS.report_json:
+        from bn_keras import atomic
+
+        atomic.write_json(FLAGS.report_json, {**report, "dataset": FLAGS.dataset})
+        print(f"wrote {FLAGS.report_json}")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ def define_flags() -> None:
                         required=True)
     flags.DEFINE_float("wall_seconds", None, "Wall time of that whole command.")
     flags.DEFINE_string("notes", "", "A paragraph placed before the per-epoch table.")
+    flags.DEFINE_string("export_json", None, "What `experiments/export.py --report_json` "
+                        "wrote for the run's SavedModel: adds a Serving section.")
     flags.DEFINE_string("output_dir", "runs/reports",
                         "Where the report goes (experiments/results: the committed ones).")
 
@@ -34,11 +36,19 @@ def main(argv: list[str]) -> None:
     del argv
     import os
 
+    from bn_keras import atomic
+    from bn_keras.errors import NotFound
     from bn_keras.train import report
 
     name = FLAGS.name or os.path.basename(os.path.normpath(FLAGS.workdir))
+    export = None
+    if FLAGS.export_json:
+        export = atomic.read_json(FLAGS.export_json)
+        if export is None:
+            raise NotFound(f"no export report at {FLAGS.export_json!r}: run experiments/"
+                           "export.py with --report_json first.")
     path = report.write(FLAGS.workdir, FLAGS.output_dir, name, FLAGS.command,
-                            FLAGS.wall_seconds, FLAGS.notes)
+                        FLAGS.wall_seconds, FLAGS.notes, export)
     print(f"wrote {path}")
 
 

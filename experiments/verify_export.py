@@ -27,6 +27,7 @@ def define_flags() -> None:
     flags.DEFINE_string("saved_model", None, "An exported version directory.", required=True)
     flags.DEFINE_string("reference", None, "npz with images, labels and logits.", required=True)
     flags.DEFINE_float("tolerance", 1e-4, "Max |logit difference| allowed.")
+    flags.DEFINE_string("result_json", None, "Also write what was measured here, as JSON.")
 
 
 def show_all(path: str) -> str:
@@ -54,6 +55,11 @@ def main(argv):
           f"{len(reference['labels'])} images; vs Keras: max |logit diff| "
           f"{comparison['max_abs_logit_diff']:.2e}, class mismatches "
           f"{comparison['class_mismatch_rate']:.2%}")
+    if FLAGS.result_json:
+        from bn_keras import atomic
+
+        atomic.write_json(FLAGS.result_json, {"test_accuracy": accuracy,
+                                              "images": len(reference["labels"]), **comparison})
     if comparison["class_mismatch_rate"] > 0 or comparison["max_abs_logit_diff"] > FLAGS.tolerance:
         raise UserError(f"served outputs differ from the Keras model's: {comparison}")
 

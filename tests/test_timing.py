@@ -15,3 +15,24 @@ def test_interleaved_calls_candidates_in_turn_and_drops_warmup_rounds():
 def test_spread_formats_both_bounds():
     assert timing.spread([3.14159, 2.5, 10.0]) == "2.5-10"
     assert timing.spread([12450.0, 10325.4], ",.0f") == "10,325-12,450"
+
+
+def test_report_to_writes_command_machine_tables_and_fenced_progress(tmp_path, monkeypatch,
+                                                                       capsys):
+    monkeypatch.setattr("sys.argv", ["benchmarks/bench_x.py", "--rounds=2"])
+    path = tmp_path / "bench_x.md"
+    with timing.report_to(str(path), "Title"):
+        print("  case a: 10 img/s\n  case b: 12 img/s\n\ncaption\n| a | b |\n|---|---|\n| 1 | 2 |")
+    text = path.read_text()
+    assert text.startswith("# Title\n\nCommand: `python benchmarks/bench_x.py --rounds=2`\n")
+    assert "Measured on: " in text and " cores; Python " in text
+    assert "```text\n  case a: 10 img/s\n  case b: 12 img/s\n```" in text
+    assert "```text\ncaption\n```\n\n| a | b |\n|---|---|\n| 1 | 2 |\n" in text
+    printed = capsys.readouterr().out  # the console still sees everything
+    assert "case b: 12 img/s" in printed and f"wrote {path}" in printed
+
+
+def test_report_to_without_a_path_only_prints(capsys):
+    with timing.report_to(None, "Title"):
+        print("x")
+    assert capsys.readouterr().out == "x\n"

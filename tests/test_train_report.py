@@ -1,6 +1,7 @@
 """bn_keras.train.report: a finished run's report from its work directory."""
 
 import csv
+import json
 import os
 
 import pytest
@@ -11,12 +12,26 @@ from bn_keras.train.config import TrainConfig
 
 def test_report_has_every_epoch_and_the_final_accuracy(tmp_path):
     config = TrainConfig(dataset="synthetic", synthetic_examples=256, epochs=2, batch_size=32,
-                         workdir=str(tmp_path / "run"), verbose=0, test_every_epoch=True)
+                         workdir=str(tmp_path / "run"), verbose=0, test_every_epoch=True,
+                         recalibrate_bn_batches=2)
     metrics = training.run(config)
-    md = report.write(config.workdir, str(tmp_path / "out"), "r", "the command", 12.0)
+    export = {"saved_model": "saved_models/r/1", "source": "runs/r/checkpoints/best.keras",
+              "bn_folded": 4, "bn_kept": {},
+              "folded_vs_unfolded": {"max_abs_logit_diff": 3e-6, "class_mismatch_rate": 0.0},
+              "served": {"test_accuracy": 0.5, "images": 64}}
+    md = report.write(config.workdir, str(tmp_path / "out"), "r", "the command", 12.0,
+                      export=export)
     text = open(md).read()
     assert text.startswith("# r\n\nCommand: `the command`")
     assert f"**{metrics['test_accuracy']:.4f}**" in text and "12 s (0.2 min)" in text
+    assert f"Measured on: {metrics['measured_on']}." in text
+    moving = metrics["test_variants"]["trained_weights_moving_statistics"]["test_accuracy"]
+    assert f"- trained weights, moving BN statistics: {moving:.4f}" in text
+    assert "## Serving" in text
+    assert "| saved_models/r/1 | runs/r/checkpoints/best.keras | 4 |" in text
+    summary = json.loads((tmp_path / "out" / "r.json").read_text())
+    assert summary["test_accuracy"] == metrics["test_accuracy"] and summary["finished"]
+    assert (summary["epochs"], summary["served_test_accuracy"]) == (2, 0.5)
     with open(tmp_path / "out" / "r.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["epoch"] for r in rows] == ["1", "2"]

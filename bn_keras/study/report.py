@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bn_keras import models, tables
+from bn_keras import environment, models, tables
 from bn_keras.study import evaluation, plots, statistics
 from bn_keras.study.experiments import Study
 from bn_keras.study.runner import run_dir, run_study
@@ -193,6 +193,7 @@ def conduct(study: Study, output_dir: str, runs_root: str, command: str) -> dict
     base = study.base
     columns = list(dict.fromkeys(k for r in report.rows for k in r))
     preamble = (f"# BN study: {study.name} ({study.mode} mode)\n\nCommand: `{command}`\n\n"
+                f"Measured on: {environment.summary()}.\n\n"
                 f"Base settings: model={base.model}, optimizer={base.optimizer}, "
                 f"learning_rate={base.learning_rate}, batch_size={base.batch_size}, "
                 f"epochs={base.epochs}, training examples="

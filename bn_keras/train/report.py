@@ -12,7 +12,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from bn_keras import atomic, plotting, tables
+from bn_keras import atomic, environment, plotting, tables
+from bn_keras.train import averaging
 from bn_keras.train.workdir import Workdir
 
 COLUMNS = ["epoch", "learning_rate", "loss", "accuracy", "val_accuracy", "test_accuracy",
@@ -20,11 +21,14 @@ COLUMNS = ["epoch", "learning_rate", "loss", "accuracy", "val_accuracy", "test_a
 
 
 def write(workdir: str, output_dir: str, name: str, command: str,
-          wall_seconds: float | None = None, notes: str = "") -> str:
+          wall_seconds: float | None = None, notes: str = "",
+          export: dict[str, Any] | None = None) -> str:
     """Writes the report of the run in `workdir`; returns the Markdown path.
 
     A run stopped before its last epoch (Ctrl-C, a time limit) is reported as
-    unfinished, from its last completed epoch.
+    unfinished, from its last completed epoch. `export`: what `experiments/export.py
+    --report_json` measured of the run's SavedModel, for a Serving section. Beside the
+    Markdown, `<name>.json` holds the report's headline figures for other documents.
     """
     w = Workdir(workdir)
     final = w.read_final()
@@ -57,13 +61,62 @@ def write(workdir: str, output_dir: str, name: str, command: str,
             "(the same command resumes it exactly)"
             + ("" if test is None else
                f"; test accuracy after epoch {len(history)}: **{test:.4f}**") + ".")
+    measured_on = (final or {}).get("measured_on") or environment.summary()
     preamble = (
         f"# {name}\n\nCommand: `{command}`\n\n{wall}{outcome}\n\n"
+        f"Measured on: {measured_on}.\n\n{_variants_text(final)}"
         f"Settings: {settings}.\n\n{notes}{'' if not notes else chr(10) * 2}"
         "Per epoch (test accuracy evaluated after every epoch, not used for any choice):\n\n")
     md, _ = tables.write_table(rows, COLUMNS, output_dir, name, preamble,
-                               postscript=f"\n![{os.path.basename(png)}]({os.path.basename(png)})\n")
+                               postscript=f"\n![{os.path.basename(png)}]({os.path.basename(png)})\n"
+                               + _serving_text(export))
+    atomic.write_json(os.path.join(output_dir, f"{name}.json"), {
+        "command": command, "finished": final is not None, "epochs": len(history),
+        "test_accuracy": final["test_accuracy"] if final else history[-1].get("test_accuracy"),
+        "wall_seconds": wall_seconds, "measured_on": measured_on,
+        "served_test_accuracy": (export or {}).get("served", {}).get("test_accuracy")})
     return md
+
+
+def _serving_text(export: dict[str, Any] | None) -> str:
+    """The run's model exported for TF Serving: what was folded, how close the folded
+    model stayed, what the served model scores (experiments/export.py --report_json)."""
+    if not export:
+        return ""
+    served = export.get("served") or {}
+    rows = [{"SavedModel": export["saved_model"], "source": export["source"],
+             "BN layers folded": export.get("bn_folded", 0),
+             "max |logit diff| folded vs unfolded": "{:.1e}".format(
+                 export["folded_vs_unfolded"]["max_abs_logit_diff"])
+             if "folded_vs_unfolded" in export else "-",
+             "class mismatches": "{:.2%}".format(
+                 export["folded_vs_unfolded"]["class_mismatch_rate"])
+             if "folded_vs_unfolded" in export else "-",
+             "served test accuracy (fresh process)": "{:.4f}".format(served["test_accuracy"])
+             if served else "-",
+             "images": served.get("images", "-")}]
+    kept = "".join(f" Kept: {k} ({v})." for k, v in export.get("bn_kept", {}).items())
+    return ("\n## Serving\n\nThe run's model exported for TF Serving by "
+            "`experiments/export.py` (BN folded into the layer before it, checked against "
+            f"the unfolded model, then served from a fresh process).{kept}\n\n"
+            + tables.markdown_table(rows, list(rows[0])))
+
+
+def _variants_text(final: dict[str, Any] | None) -> str:
+    """The final test with each of the weights the run could keep (EMA, re-estimated BN
+    statistics), where it measured them."""
+    variants = (final or {}).get("test_variants")
+    if not variants:
+        return ""
+    lines = [f"- {label}: {variants[k]['test_accuracy']:.4f} (loss {variants[k]['test_loss']:.4f})"
+             for k, label in averaging.VARIANTS.items() if k in variants]
+    recalibration = final.get("recalibration")
+    how = ("" if not recalibration else
+           f" (statistics re-estimated over {recalibration['batches']} unaugmented training "
+           f"batches, {recalibration['examples']:,} images)")
+    return (f"The run keeps the {final['evaluated_weights']} weights with "
+            f"{final['bn_statistics']} BN statistics{how}. Test accuracy after the last epoch "
+            "with each:\n\n" + "\n".join(lines) + "\n\n")
 
 
 def _row(record: dict[str, Any]) -> dict[str, Any]:

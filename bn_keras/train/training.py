@@ -23,7 +23,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from bn_keras import models
+from bn_keras import environment, models
 from bn_keras.data import pipelines, sources
 from bn_keras.data.pipelines import Pipelines
 from bn_keras.data.sources import Examples
@@ -313,6 +313,7 @@ def _train(config, datasets_override, strategy, extra_callbacks, workdir, resume
         # The threads TensorFlow ran with (0: its default): numbers depend on them.
         "tensorflow_threads": tf.config.threading.get_intra_op_parallelism_threads(),
         "num_params": int(model.count_params()),
+        "measured_on": environment.summary(),  # CPU, cores, versions, date
         # Several workers: whether they all ended with the same weights (they must).
         "workers_agree": (distribute.workers_agree(model, strategy) if isinstance(
             strategy, tf.distribute.MultiWorkerMirroredStrategy) and replicas > 1 else None),
