@@ -65,11 +65,14 @@ class BatchNormalization(keras.layers.Layer):
         epsilon: Small float added to the variance to avoid dividing by zero.
         center: If `True`, add the learned offset `beta`.
         scale: If `True`, multiply by the learned scale `gamma`.
-        beta_initializer, gamma_initializer: Initializers of `beta`, `gamma`.
-        moving_mean_initializer, moving_variance_initializer: Initializers of
-            the moving statistics.
-        beta_regularizer, gamma_regularizer: Optional regularizers.
-        beta_constraint, gamma_constraint: Optional constraints.
+        beta_initializer: Initializer of `beta`.
+        gamma_initializer: Initializer of `gamma`.
+        moving_mean_initializer: Initializer of the moving mean.
+        moving_variance_initializer: Initializer of the moving variance.
+        beta_regularizer: Optional regularizer of `beta`.
+        gamma_regularizer: Optional regularizer of `gamma`.
+        beta_constraint: Optional constraint on `beta`.
+        gamma_constraint: Optional constraint on `gamma`.
         renorm: Whether to use Batch Renormalization (Ioffe, 2017), which
             corrects the batch statistics towards moving ones during training.
         renorm_clipping: Dict with optional keys `"rmax"`, `"rmin"`, `"dmax"`
