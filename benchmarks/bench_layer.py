@@ -34,10 +34,7 @@ INFERENCE_TARGET = 1.0
 
 
 def define_flags() -> None:
-    flags.DEFINE_string("report", None,
-                        "Also write the output to this Markdown file, headed by the "
-                        "command and what it was measured on (e.g. "
-                        "experiments/results/benchmarks/bench_layer.md).")
+    cli.define_report_flag("bench_layer")
     flags.DEFINE_integer("rounds", 7, "Interleaved measurement rounds; medians are reported.",
                          lower_bound=1)
     flags.DEFINE_integer("iterations", 10, "Calls per round and candidate.", lower_bound=1)
@@ -209,15 +206,8 @@ def _device() -> str:
     return backends.current().device_name()
 
 
-def main(argv: list[str]) -> None:
-    del argv
-    from bn_keras.testing import timing as report_timing
-
-    title = "Our BatchNormalization vs Keras' (benchmarks/bench_layer.py)"
-    with report_timing.report_to(flags.FLAGS.report, title):
-        benchmark()
-
+TITLE = "Our BatchNormalization vs Keras' (benchmarks/bench_layer.py)"
 
 if __name__ == "__main__":
     define_flags()
-    cli.run(main)
+    cli.run_benchmark(TITLE, benchmark)

@@ -285,10 +285,7 @@ def _progress(case: Case, side: str, value: float, seconds: float) -> None:
 
 
 def define_flags() -> None:
-    flags.DEFINE_string("report", None,
-                        "Also write the output to this Markdown file, headed by the "
-                        "command and what it was measured on (e.g. "
-                        "experiments/results/benchmarks/bench_peer.md).")
+    cli.define_report_flag("bench_peer")
     flags.DEFINE_list("models", list(MODEL_NAMES), f"Networks to measure: "
                       f"{', '.join(MODEL_NAMES)}.")
     flags.DEFINE_list("batch_sizes", ["10", "128"], "LeNet batch sizes.")
@@ -358,15 +355,8 @@ def benchmark() -> None:
     print(format_tables(samples))
 
 
-def main(argv: list[str]) -> None:
-    del argv
-    from bn_keras.testing import timing as report_timing
-
-    title = "experiments/train.py vs the tutorial's PyTorch loop (benchmarks/bench_peer.py)"
-    with report_timing.report_to(flags.FLAGS.report, title):
-        benchmark()
-
+TITLE = "experiments/train.py vs the tutorial's PyTorch loop (benchmarks/bench_peer.py)"
 
 if __name__ == "__main__":
     define_flags()
-    cli.run(main)
+    cli.run_benchmark(TITLE, benchmark)

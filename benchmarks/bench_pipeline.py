@@ -38,10 +38,7 @@ PIPELINES = {False: "input pipeline alone, no augmentation",
 
 
 def define_flags() -> None:
-    flags.DEFINE_string("report", None,
-                        "Also write the output to this Markdown file, headed by the "
-                        "command and what it was measured on (e.g. "
-                        "experiments/results/benchmarks/bench_pipeline.md).")
+    cli.define_report_flag("bench_pipeline")
     flags.DEFINE_string("data_dir", None, "TFDS data directory holding cifar10/ "
                         "(default: $TFDS_DATA_DIR); it is never downloaded.")
     flags.DEFINE_bool("synthetic", False,
@@ -127,15 +124,8 @@ def benchmark() -> None:
               f"| {timing.spread(samples[bn], '.0f')} | {' | '.join(cells)} |", flush=True)
 
 
-def main(argv: list[str]) -> None:
-    del argv
-    from bn_keras.testing import timing as report_timing
-
-    title = 'Does the input pipeline keep up? (benchmarks/bench_pipeline.py)'
-    with report_timing.report_to(flags.FLAGS.report, title):
-        benchmark()
-
+TITLE = 'Does the input pipeline keep up? (benchmarks/bench_pipeline.py)'
 
 if __name__ == "__main__":
     define_flags()
-    cli.run(main)
+    cli.run_benchmark(TITLE, benchmark)

@@ -28,10 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def define_flags() -> None:
-    flags.DEFINE_string("report", None,
-                        "Also write the output to this Markdown file, headed by the "
-                        "command and what it was measured on (e.g. "
-                        "experiments/results/benchmarks/bench_scaling.md).")
+    cli.define_report_flag("bench_scaling")
     flags.DEFINE_integer("epochs", 3, "Training epochs per setup.", lower_bound=1)
     flags.DEFINE_integer("examples", 8192, "Synthetic training examples.", lower_bound=1)
     flags.DEFINE_integer("batch_size", 64, "Batch size per replica.", lower_bound=1)
@@ -83,15 +80,8 @@ def benchmark() -> None:
         print(f"| {label} | {batch} | {ips:.0f} | {ips / rows[0][2]:.2f}x |")
 
 
-def main(argv: list[str]) -> None:
-    del argv
-    from bn_keras.testing import timing as report_timing
-
-    title = 'One replica vs two (benchmarks/bench_scaling.py)'
-    with report_timing.report_to(flags.FLAGS.report, title):
-        benchmark()
-
+TITLE = 'One replica vs two (benchmarks/bench_scaling.py)'
 
 if __name__ == "__main__":
     define_flags()
-    cli.run(main)
+    cli.run_benchmark(TITLE, benchmark)

@@ -28,10 +28,7 @@ BATCHES = ((1, 200), (256, 10))  # (batch size, calls per timing)
 
 
 def define_flags() -> None:
-    flags.DEFINE_string("report", None,
-                        "Also write the output to this Markdown file, headed by the "
-                        "command and what it was measured on (e.g. "
-                        "experiments/results/benchmarks/bench_serving.md).")
+    cli.define_report_flag("bench_serving")
     flags.DEFINE_enum("model", "lenet", ["lenet", "resnet20"],
                       "Network to export (freshly initialized) when --workdir is not given.")
     flags.DEFINE_string("workdir", None,
@@ -87,15 +84,8 @@ def benchmark() -> None:
                   flush=True)
 
 
-def main(argv: list[str]) -> None:
-    del argv
-    from bn_keras.testing import timing as report_timing
-
-    title = "Serving latency, folded vs unfolded (benchmarks/bench_serving.py)"
-    with report_timing.report_to(flags.FLAGS.report, title):
-        benchmark()
-
+TITLE = "Serving latency, folded vs unfolded (benchmarks/bench_serving.py)"
 
 if __name__ == "__main__":
     define_flags()
-    cli.run(main)
+    cli.run_benchmark(TITLE, benchmark)

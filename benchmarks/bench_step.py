@@ -39,10 +39,7 @@ WAYS = ("graph", "xla_each", "xla_while", "xla_unrolled")
 
 
 def define_flags() -> None:
-    flags.DEFINE_string("report", None,
-                        "Also write the output to this Markdown file, headed by the "
-                        "command and what it was measured on (e.g. "
-                        "experiments/results/benchmarks/bench_step.md).")
+    cli.define_report_flag("bench_step")
     flags.DEFINE_list("batch_sizes", ["10", "128"], "Batch sizes to measure.")
     flags.DEFINE_integer("steps_per_call", 10, "Training steps per call (N).", lower_bound=1)
     flags.DEFINE_integer("images", 5000, "Images per timed pass.", lower_bound=1)
@@ -155,15 +152,9 @@ def benchmark() -> None:
                   f"{default[1]:.1f} / {one[1]:.1f} |")
 
 
-def main(argv: list[str]) -> None:
-    del argv
-    from bn_keras.testing import timing as report_timing
-
-    title = "Ways to run LeNet's small steps (benchmarks/bench_step.py)"
-    with report_timing.report_to(FLAGS.report if FLAGS.measure_threads is None else None, title):
-        benchmark()
-
+TITLE = "Ways to run LeNet's small steps (benchmarks/bench_step.py)"
 
 if __name__ == "__main__":
     define_flags()
-    cli.run(main)
+    cli.run_benchmark(TITLE, benchmark,
+                      report_wanted=lambda: FLAGS.measure_threads is None)

@@ -204,3 +204,33 @@ def run(main: Callable[[list[str]], None],
         if asked_for_help and e.code == 1:
             sys.exit(0)
         raise
+
+
+def define_report_flag(script: str) -> None:
+    """`--report` for the benchmark `script` (e.g. "bench_layer"): where `run_benchmark`
+    also writes its output."""
+    from absl import flags
+
+    flags.DEFINE_string("report", None,
+                        "Also write the output to this Markdown file, headed by the "
+                        "command and what it was measured on (e.g. "
+                        f"experiments/results/benchmarks/{script}.md).",
+                        module_name=sys.argv[0])  # listed by --helpshort with the script's own
+
+
+def run_benchmark(title: str, benchmark: Callable[[], None],
+                  report_wanted: Callable[[], bool] = lambda: True) -> None:
+    """`run` for a benchmark: `benchmark()` prints its tables, and with `--report`
+    (`define_report_flag`) they also go to that Markdown file under `title`, the command
+    and what it was measured on (bn_keras.testing.timing.report_to). `report_wanted()`
+    is False in a process whose output is not the report (e.g. a measuring child)."""
+    from absl import flags
+
+    def main(argv: list[str]) -> None:
+        del argv
+        from bn_keras.testing import timing
+
+        with timing.report_to(flags.FLAGS.report if report_wanted() else None, title):
+            benchmark()
+
+    run(main)
