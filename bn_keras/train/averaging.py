@@ -115,13 +115,19 @@ class SwapEvaluatedWeights(keras.callbacks.Callback):
             swap.close()
 
 
-# The evaluations `evaluate_variants` may make, in words.
+# The evaluations `evaluate_variants` may make, in words: (the weights, BN's statistics).
 VARIANTS = {
-    "trained_weights_moving_statistics": "trained weights, moving BN statistics",
-    "trained_weights_re_estimated": "trained weights, re-estimated BN statistics",
-    "averaged_weights_trained_statistics": "EMA weights, the trained weights' BN statistics",
-    "averaged_weights_re_estimated": "EMA weights, re-estimated BN statistics",
+    "trained_weights_moving_statistics": ("trained weights", "moving BN statistics"),
+    "trained_weights_re_estimated": ("trained weights", "re-estimated BN statistics"),
+    "averaged_weights_trained_statistics": ("EMA weights", "the trained weights' BN statistics"),
+    "averaged_weights_re_estimated": ("EMA weights", "re-estimated BN statistics"),
 }
+
+
+def variant_label(name: str, with_bn: bool = True) -> str:
+    """One of `VARIANTS` in words; a model without BN has weights only."""
+    weights, statistics = VARIANTS[name]
+    return f"{weights}, {statistics}" if with_bn else weights
 
 
 def evaluate_variants(model: keras.Model, evaluated: EvaluatedWeights, test) -> dict[str, dict]:

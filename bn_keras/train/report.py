@@ -108,14 +108,17 @@ def _variants_text(final: dict[str, Any] | None) -> str:
     variants = (final or {}).get("test_variants")
     if not variants:
         return ""
-    lines = [f"- {label}: {variants[k]['test_accuracy']:.4f} (loss {variants[k]['test_loss']:.4f})"
-             for k, label in averaging.VARIANTS.items() if k in variants]
+    with_bn = final.get("bn_statistics") is not None
+    lines = [f"- {averaging.variant_label(k, with_bn)}: {variants[k]['test_accuracy']:.4f} "
+             f"(loss {variants[k]['test_loss']:.4f})"
+             for k in averaging.VARIANTS if k in variants]
     recalibration = final.get("recalibration")
     how = ("" if not recalibration else
            f" (statistics re-estimated over {recalibration['batches']} unaugmented training "
            f"batches, {recalibration['examples']:,} images)")
-    return (f"The run keeps the {final['evaluated_weights']} weights with "
-            f"{final['bn_statistics']} BN statistics{how}. Test accuracy after the last epoch "
+    kept = (f"the {final['evaluated_weights']} weights with {final['bn_statistics']} BN "
+            f"statistics{how}" if with_bn else f"the {final['evaluated_weights']} weights")
+    return (f"The run keeps {kept}. Test accuracy after the last epoch "
             "with each:\n\n" + "\n".join(lines) + "\n\n")
 
 

@@ -28,6 +28,7 @@ from bn_keras.data import pipelines, sources
 from bn_keras.data.pipelines import Pipelines
 from bn_keras.data.sources import Examples
 from bn_keras.errors import InvalidSetting
+from bn_keras.layers import batch_norm_layers
 from bn_keras.train import averaging, callbacks, distribute
 from bn_keras.train.config import TrainConfig
 from bn_keras.train.events import SummaryWriters
@@ -321,7 +322,9 @@ def _train(config, datasets_override, strategy, extra_callbacks, workdir, resume
         # EMA, BN's moving statistics or re-estimated ones (`recalibration`: how), and the
         # test with each (bn_keras.train.averaging.evaluate_variants).
         "evaluated_weights": "averaged" if evaluated.use_average else "trained",
-        "bn_statistics": "re-estimated" if recalibration else "moving",
+        # None: the model has no BN layer.
+        "bn_statistics": (None if not batch_norm_layers(model) else
+                          "re-estimated" if recalibration else "moving"),
         "recalibration": recalibration and {k: recalibration[k] for k in ("batches", "examples")},
         "test_variants": variants,
         "history": history,
