@@ -1,7 +1,8 @@
-"""How to run a small training step fastest on this CPU: the measurement behind train.py's
+"""How to run a training step fastest on this CPU: the measurement behind train.py's
 defaults (one thread for small steps; XLA off unless asked for).
 
-LeNet with our BN, Adam, on in-memory batches, N steps per call, five ways:
+LeNet (or, with --model=resnet20, ResNet-20) with our BN, Adam, on in-memory batches, N
+steps per call, four ways:
 
 - `graph`: the N steps in a plain tf.function loop (what Keras' `steps_per_execution`
   does);
@@ -16,6 +17,7 @@ images/s (best of the repeats), and each way's first call (tracing and compiling
 
     python benchmarks/bench_step.py                     # batch 10 and 128, N = 10
     python benchmarks/bench_step.py --batch_sizes=10 --steps_per_call=50
+    python benchmarks/bench_step.py --model=resnet20 --batch_sizes=128 --ways=graph,xla_each
 """
 
 from __future__ import annotations
@@ -36,10 +38,12 @@ from bn_keras.errors import InvalidSetting  # noqa: E402
 
 FLAGS = flags.FLAGS
 WAYS = ("graph", "xla_each", "xla_while", "xla_unrolled")
+MODELS = {"lenet": "LeNet", "resnet20": "ResNet-20"}
 
 
 def define_flags() -> None:
     cli.define_report_flag("bench_step")
+    flags.DEFINE_enum("model", "lenet", list(MODELS), "Network to train (float32, our BN).")
     flags.DEFINE_list("batch_sizes", ["10", "128"], "Batch sizes to measure.")
     flags.DEFINE_integer("steps_per_call", 10, "Training steps per call (N).", lower_bound=1)
     flags.DEFINE_integer("images", 5000, "Images per timed pass.", lower_bound=1)
@@ -49,7 +53,7 @@ def define_flags() -> None:
                          "this many threads (0: TensorFlow's default).", lower_bound=0)
 
 
-def measure(ways, batch_sizes, steps, images, repeats) -> dict:
+def measure(model_name, ways, batch_sizes, steps, images, repeats) -> dict:
     """{way: {batch: [images/s, first call s]}} in this process."""
     import keras
     import numpy as np
@@ -67,7 +71,7 @@ def measure(ways, batch_sizes, steps, images, repeats) -> dict:
         ys = [tf.constant(a) for a in y]
         for way in ways:
             keras.utils.set_random_seed(0)
-            model = models.lenet_cifar("custom")
+            model = models.build_model(model_name, "custom")
             optimizer = keras.optimizers.Adam(1e-4)
             optimizer.build(model.trainable_variables)
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -130,8 +134,8 @@ def benchmark() -> None:
 
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.measure_threads)
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.measure_threads)
-        print(json.dumps(measure(FLAGS.ways, batch_sizes, FLAGS.steps_per_call, FLAGS.images,
-                                 FLAGS.repeats)))
+        print(json.dumps(measure(FLAGS.model, FLAGS.ways, batch_sizes, FLAGS.steps_per_call,
+                                 FLAGS.images, FLAGS.repeats)))
         return
     results = {}
     for threads in (0, 1):
@@ -140,8 +144,8 @@ def benchmark() -> None:
         if done.returncode != 0:
             raise RuntimeError(done.stderr.strip().splitlines()[-1])
         results[threads] = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"LeNet with our BN, Adam, {FLAGS.steps_per_call} steps per call; best of "
-          f"{FLAGS.repeats} passes of about {FLAGS.images} images.\n")
+    print(f"{MODELS[FLAGS.model]} with our BN, Adam, {FLAGS.steps_per_call} steps per call; "
+          f"best of {FLAGS.repeats} passes of about {FLAGS.images} images.\n")
     print("| way | batch | images/s, default threads | images/s, 1 thread | first call s "
           "(default / 1) |")
     print("|---|---|---|---|---|")
@@ -152,7 +156,7 @@ def benchmark() -> None:
                   f"{default[1]:.1f} / {one[1]:.1f} |")
 
 
-TITLE = "Ways to run LeNet's small steps (benchmarks/bench_step.py)"
+TITLE = "Ways to run a training step (benchmarks/bench_step.py)"
 
 if __name__ == "__main__":
     define_flags()

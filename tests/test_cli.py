@@ -30,7 +30,7 @@ HELP = {
     "benchmarks/bench_serving": ["--model", "--workdir", "--repeats"],
     "benchmarks/bench_scaling": ["--epochs", "--examples", "--batch_size"],
     "benchmarks/bench_layer": ["--shapes", "--rounds", "--xla"],
-    "benchmarks/bench_step": ["--batch_sizes", "--steps_per_call", "--ways"],
+    "benchmarks/bench_step": ["--model", "--batch_sizes", "--steps_per_call", "--ways"],
 }
 # Words a --help must show besides its flags: the choices a user picks from.
 HELP_MENTIONS = {"experiments/compare_bn": ["compare", "momentum"]}
