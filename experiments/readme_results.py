@@ -28,6 +28,7 @@ BLOCK = re.compile(r"(<!-- results: start[^>]*-->\n)(.*?)(<!-- results: end -->)
 RUNS = [
     ("LeNet, our BN, 10 epochs: the quick start", "lenet_quickstart"),
     ("ResNet-20 recipe, our BN, seed 0", "resnet20_recipe"),
+    ("ResNet-20 recipe, our BN, seed 1", "resnet20_recipe_seed1"),
     ("ResNet-20 recipe without BN, seed 0", "resnet20_recipe_nobn"),
 ]
 # (what, study report stem, arms): arms' final test accuracy, mean ± std over seeds.
