@@ -41,7 +41,6 @@ def test_report_has_every_epoch_and_the_final_accuracy(tmp_path):
         report.write(str(tmp_path / "nothing"), str(tmp_path / "out"), "x", "c")
 
 
-
 def test_a_run_without_bn_reports_weights_only(tmp_path):
     config = TrainConfig(dataset="synthetic", synthetic_examples=128, epochs=1, batch_size=32,
                          bn="none", ema_momentum=0.9, workdir=str(tmp_path / "run"), verbose=0)
@@ -51,6 +50,7 @@ def test_a_run_without_bn_reports_weights_only(tmp_path):
     ema = metrics["test_variants"]["averaged_weights_trained_statistics"]["test_accuracy"]
     assert "The run keeps the averaged weights. " in text
     assert f"- EMA weights: {ema:.4f}" in text and "BN statistics" not in text
+
 
 @pytest.mark.slow
 def test_an_unfinished_run_is_reported_as_such(tmp_path, stop_at):
