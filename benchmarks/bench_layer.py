@@ -201,9 +201,9 @@ def _parse_shape(text: str) -> tuple[int, ...]:
 
 
 def _device() -> str:
-    from bn_keras import backends
+    from bn_keras.testing import harness
 
-    return backends.current().device_name()
+    return harness.current().device_name()
 
 
 TITLE = "Our BatchNormalization vs Keras' (benchmarks/bench_layer.py)"

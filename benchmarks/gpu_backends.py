@@ -163,9 +163,9 @@ def run_child(child: str, batch_sizes: list[int], steps: int, epochs: int, outpu
     else:
         import keras
 
-        from bn_keras import backends
+        from bn_keras.testing import harness
 
-        report = {"device": backends.current().device_name(),
+        report = {"device": harness.current().device_name(),
                   "versions": f"Keras {keras.__version__} on {keras.config.backend()} "
                               f"{_backend_version(keras.config.backend())}",
                   "images_per_second": {bn: {str(b): lenet_images_per_second(bn, b, steps, epochs)

@@ -6,7 +6,9 @@
   INFO, 1 and up DEBUG).
 - `run(main)`: absl.app.run(main) with one line and a non-zero exit for a bad
   flag and for every user error (bn_keras.errors.UserError: anything else is a
-  bug and keeps its traceback), progress lines from the `bn_keras` loggers on
+  bug and keeps its traceback), written in the script's words: the library names
+  fields and arguments (`workdir`, `batch_size=130`), the line names the flags
+  (`--workdir`, `--batch_size=130`; `in_flag_words`), progress lines from the `bn_keras` loggers on
   stdout, and Ctrl-C or SIGTERM answered within a moment: a line saying what
   is saved and how to resume, exit status 130 or 143. Everything a run keeps is
   written atomically (a temporary file, then a rename), so stopping at any
@@ -17,12 +19,15 @@ Set BN_KERAS_TRACEBACK=1 to see the full traceback of a user error instead.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import re
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 HELP_FLAGS = ("--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
 # Ctrl-C and a polite stop (Kubernetes, Slurm preemption, `docker stop`, systemd); a
@@ -194,7 +199,9 @@ def run(main: Callable[[list[str]], None],
         except UserError as e:
             if traceback_wanted:
                 raise
-            sys.exit(f"error: {e}")
+            from absl import flags
+
+            sys.exit(f"error: {in_flag_words(str(e), flags.FLAGS)}")
 
     try:
         app.run(guarded, flags_parser=parse_flags)
@@ -204,6 +211,53 @@ def run(main: Callable[[list[str]], None],
         if asked_for_help and e.code == 1:
             sys.exit(0)
         raise
+
+
+def in_flag_words(text: str, names: Iterable[str]) -> str:
+    """`text` (a library message or help text) with each field or argument it names written
+    as the flag that sets it: `name` and name= become --name and --name=, for `names`."""
+    names = set(names)
+
+    def flag(match: re.Match) -> str:
+        name = match.group(1) or match.group(2)
+        if name not in names:
+            return match.group(0)
+        return f"--{name}" if match.group(1) else f"--{name}="
+
+    return re.sub(r"`([a-z][a-z0-9_]*)`|(?<![\w.\-/'\"`])([a-z][a-z0-9_]*)=", flag, text)
+
+
+def define_config_flags(config_class: type, module_name: str | None = None) -> None:
+    """One absl flag per field of the dataclass `config_class` (bn_keras.train.config.
+    TrainConfig), each with the field's default and its metadata's help text, choices
+    and bounds (`setting`): the flags and the configuration cannot drift apart."""
+    from absl import flags
+
+    names = [field.name for field in dataclasses.fields(config_class)]
+    for field in dataclasses.fields(config_class):
+        meta = field.metadata
+        kind = field.type.replace(" | None", "")
+        args = (field.name, field.default, in_flag_words(meta["help"], names))
+        where = {"module_name": module_name or sys.argv[0]}
+        bounds = {k: meta[k] for k in ("lower_bound", "upper_bound") if k in meta}
+        if "choices" in meta:
+            flags.DEFINE_enum(field.name, field.default, list(meta["choices"]), args[2],
+                              **where)
+        elif kind == "bool":
+            flags.DEFINE_bool(*args, **where)
+        elif kind == "int":
+            flags.DEFINE_integer(*args, **bounds, **where)
+        elif kind == "float":
+            flags.DEFINE_float(*args, **bounds, **where)
+        else:
+            flags.DEFINE_string(*args, **where)
+
+
+def config_from_flags(config_class: type, values: Any, **resolved: Any) -> Any:
+    """The `config_class` the parsed flags `values` describe (flags.FLAGS, defined by
+    `define_config_flags`); `resolved` overrides fields the script resolves itself."""
+    fields = {f.name: values[f.name].value for f in dataclasses.fields(config_class)}
+    return config_class(**{**fields, **resolved})
 
 
 def define_report_flag(script: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 
 
 class UserError(Exception):
@@ -55,13 +56,27 @@ _WRITE_ADVICE = {errno.ENOSPC: "free some space on that disk",
                  errno.EPERM: "choose a place you may write to"}
 
 
+def write_failure(error: BaseException) -> int | None:
+    """The errno of a place that cannot be written (full disk, quota, read-only, no
+    permission) behind `error`, however the library reported it: an OSError's errno,
+    h5py's "errno = 28" in a message, TensorFlow's OpError text ("No space left on
+    device"); None for any other error. The one place that knows these reports."""
+    code = getattr(error, "errno", None)
+    if isinstance(code, int) and code:
+        return code if code in _WRITE_ADVICE else None
+    text = str(getattr(error, "message", None) or error)
+    match = re.search(r"errno = (\d+)", text)
+    if match:
+        return int(match.group(1)) if int(match.group(1)) in _WRITE_ADVICE else None
+    return next((code for code in _WRITE_ADVICE if os.strerror(code) in text), None)
+
+
 def cannot_write(path: str, error: BaseException, advice: str = "") -> Unusable:
     """The one-line error for `path` that could not be written (full disk, read-only
     filesystem, no permission), with what to do. `error` is an OSError, or another
     library's error whose message carries the system's reason."""
     text = str(getattr(error, "message", None) or error)
-    code = getattr(error, "errno", None) or next(
-        (code for code in _WRITE_ADVICE if os.strerror(code) in text), None)
+    code = write_failure(error)
     reason = os.strerror(code) if code else (text.strip().splitlines()
                                              or [type(error).__name__])[0]
     advice = _WRITE_ADVICE.get(code, advice or "choose a writable place")

@@ -24,11 +24,11 @@ LOCK_FILE = ".lock"
 
 class DirectoryLock:
     """Exclusive use of `path` by this process, for a `with` block. `what` names the
-    directory in messages ("workdir", "model directory", ...) and `flag` the option
+    directory in messages ("workdir", "model directory", ...) and `argument` the setting
     that chooses another."""
 
-    def __init__(self, path: str, what: str = "workdir", flag: str = "--workdir"):
-        self.path, self.what, self.flag = path, what, flag
+    def __init__(self, path: str, what: str = "workdir", argument: str = "`workdir`"):
+        self.path, self.what, self.argument = path, what, argument
         self._fd: int | None = None
         self._created = False
 
@@ -39,14 +39,14 @@ class DirectoryLock:
             fd = os.open(os.path.join(self.path, LOCK_FILE),
                          os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as e:
-            raise cannot_write(self.path, e, f"choose a writable {self.flag}") from None
+            raise cannot_write(self.path, e, f"choose a writable {self.argument}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _read_holder(fd)
             os.close(fd)
             raise InUse(f"{self.what} {self.path!r} is in use by {holder}; wait for it to "
-                        f"finish or stop it, or choose another {self.flag}.") from None
+                        f"finish or stop it, or choose another {self.argument}.") from None
         self._fd = fd
         _write_holder(fd)
         return self

@@ -20,8 +20,12 @@ def load_model(path: str, **kwargs) -> keras.Model:
     Keras' own. A file that cannot be loaded raises NotFound or DamagedFile, in one
     line.
     """
-    import bn_keras.models  # noqa: F401 - BatchNormalization, FoldedBatchNorm, the models'
-    import bn_keras.train.losses  # noqa: F401 - SmoothedSparseCrossentropy
+    # Importing these registers the classes Keras looks up by name.
+    import bn_keras.layers.batch_normalization  # noqa: F401 - BatchNormalization
+    import bn_keras.layers.folding  # noqa: F401 - FoldedBatchNorm
+    import bn_keras.losses  # noqa: F401 - SmoothedSparseCrossentropy
+    import bn_keras.models.lenet  # noqa: F401 - TutorialLeNet
+    import bn_keras.models.resnet  # noqa: F401 - ZeroPadShortcut
 
     if not os.path.isfile(path):
         raise NotFound(f"no model file at {str(path)!r}.")

@@ -53,7 +53,7 @@ def run(tuner_kind, model, dataset, data_dir, max_trials, max_epochs, train_exam
                        train_examples=train_examples, synthetic_examples=synthetic_examples,
                        verbose=0, seed=seed)
     base.validate()
-    with DirectoryLock(workdir, "tuner workdir", "--workdir"):
+    with DirectoryLock(workdir, "tuner workdir", "`workdir`"):
         training.set_seed(seed, deterministic=False)
         tuner = tuning.make_tuner(tuner_kind, base, workdir, max_trials, max_epochs, seed)
         rows = tuning.search(tuner, max_epochs, os.path.join(workdir, "tensorboard"))

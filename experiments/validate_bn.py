@@ -54,11 +54,12 @@ def report_stem(backend: str) -> str:
 def run(output_dir: str, steps: int, timing_iterations: int, quick: bool) -> list[dict]:
     import keras
 
-    from bn_keras import backends, environment, tables
+    from bn_keras import environment, tables
+    from bn_keras.testing import harness
     from bn_keras.testing import equivalence, layer_steps
 
     backend = keras.config.backend()
-    device = backends.current().device_name()
+    device = harness.current().device_name()
     cases = equivalence.default_grid()[: 4 if quick else None]
     rows = []
     for i, case in enumerate(cases, start=1):

@@ -18,10 +18,9 @@ Replicas are those of the enclosing `tf.distribute` strategy.
 
 from __future__ import annotations
 
-import numpy as np
 import tensorflow as tf
 
-from bn_keras.backends import cpu_name, loss, repeated, weight_names
+from bn_keras import keras_compat
 
 # cuDNN refuses smaller epsilons in its fused kernel; below this we take the
 # row path so the result never depends on the device.
@@ -37,7 +36,7 @@ _FUSED_MIN_ELEMENTS = 100_000
 
 class TensorFlowBackend:
     """TensorFlow: the fused and row kernels; replicas of the enclosing tf.distribute
-    strategy; steps with tf.GradientTape, compiled with tf.function."""
+    strategy."""
 
     name = "tensorflow"
 
@@ -48,7 +47,7 @@ class TensorFlowBackend:
         rank = len(x.shape)
         if rank < 2 or channel_axis != rank - 1 or x.dtype not in _FAST_DTYPES:
             return None
-        if _in_xla():
+        if keras_compat.in_xla_context():
             # Under XLA the rows are the fastest kernel at most sizes and close at the
             # others (`bench_layer.py --xla`: 0.23x Keras' time at 256x32x32x64, fused
             # 0.55x; 0.84x at 128x28x28x6, fused 0.75x), and a run-time choice between
@@ -68,42 +67,6 @@ class TensorFlowBackend:
 
     def sum_over_replicas(self, t):
         return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, t)
-
-    def train_step(self, layer, mask=None, compiled=False, repeat=1, xla=False):
-        def step(x, loss_weights):
-            x = tf.convert_to_tensor(x)
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                y = layer(x, training=True, mask=mask)
-                value = loss(y, loss_weights)
-            grads = tape.gradient(value, [x] + layer.trainable_variables)
-            return y, dict(zip(["input"] + weight_names(layer), grads, strict=True))
-
-        return self._traced(step, compiled, repeat, xla)
-
-    def infer_step(self, layer, mask=None, compiled=False, repeat=1, xla=False):
-        return self._traced(lambda x: layer(x, training=False, mask=mask), compiled, repeat,
-                            xla)
-
-    @staticmethod
-    def _traced(fn, compiled, repeat, xla):
-        # Compiled, the steps loop inside the traced graph, so that the synchronous
-        # per-call cost (about 0.2 ms on CPU) does not hide the layer's.
-        if xla:
-            return _traced_with_unknown_batch(repeated(fn, repeat, loop=tf.range))
-        if compiled:
-            return tf.function(repeated(fn, repeat, loop=tf.range))
-        return repeated(fn, repeat)
-
-    def wait(self, result) -> None:
-        leaves = [t for t in tf.nest.flatten(result) if t is not None]
-        min(leaves, key=lambda t: int(tf.size(t))).numpy()
-
-    def device_name(self) -> str:
-        gpus = tf.config.list_physical_devices("GPU")
-        if gpus:
-            return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
-        return cpu_name()
 
 
 class _Fused:
@@ -145,27 +108,6 @@ class _FusedOrRows:
 FUSED, ROWS, FUSED_OR_ROWS = _Fused(), _Rows(), _FusedOrRows()
 
 
-def _traced_with_unknown_batch(fn):
-    """`fn` compiled by XLA, traced on its first call with every argument's batch size
-    unknown, as Keras traces its training step (`reduce_retracing`)."""
-    traced = []
-
-    def call(*args):
-        if not traced:
-            signature = [tf.TensorSpec((None, *np.shape(a)[1:]), tf.as_dtype(a.dtype))
-                         for a in args]
-            traced.append(tf.function(fn, jit_compile=True, input_signature=signature))
-        return traced[0](*args)
-
-    return call
-
-
-def _in_xla() -> bool:
-    """Whether the graph being traced is compiled by XLA (tf.function(jit_compile=True),
-    Keras' jit_compile, TPUs). TensorFlow has no public test; tf-keras used the same one."""
-    from tensorflow.python.ops import control_flow_util
-
-    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 BACKEND = TensorFlowBackend()
 
 

@@ -29,14 +29,12 @@ import keras
 import torch
 import torch.nn.functional as F
 
-from bn_keras.backends import cpu_name, loss, repeated, weight_names
-
 _FAST_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 class TorchBackend:
-    """PyTorch: `torch.nn.functional.batch_norm`; replicas are torch.distributed processes;
-    eager steps with torch.autograd, as Keras' torch trainer runs by default."""
+    """PyTorch: `torch.nn.functional.batch_norm`; replicas are torch.distributed
+    processes."""
 
     name = "torch"
 
@@ -59,35 +57,6 @@ class TorchBackend:
             f"BatchNormalization: synchronized=True across {self.replicas_in_sync()} "
             "torch.distributed processes is not supported on the torch backend; use "
             "synchronized=False (each process normalizes with its own batch statistics).")
-
-    def train_step(self, layer, mask=None, compiled=False, repeat=1, xla=False):
-        _no_xla(xla)
-        mask = None if mask is None else keras.ops.convert_to_tensor(mask)
-
-        def step(x, loss_weights):
-            x = keras.ops.convert_to_tensor(x).detach().requires_grad_(True)
-            y = layer(x, training=True, mask=mask)
-            grads = torch.autograd.grad(loss(y, keras.ops.convert_to_tensor(loss_weights)),
-                                        [x] + [v.value for v in layer.trainable_variables])
-            return y.detach(), dict(zip(["input"] + weight_names(layer), grads, strict=True))
-
-        return repeated(step, repeat)
-
-    def infer_step(self, layer, mask=None, compiled=False, repeat=1, xla=False):
-        _no_xla(xla)
-
-        @torch.no_grad()
-        def infer(x):
-            return layer(x, training=False, mask=mask)
-
-        return repeated(infer, repeat)
-
-    def wait(self, result) -> None:
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-
-    def device_name(self) -> str:
-        return torch.cuda.get_device_name() if torch.cuda.is_available() else cpu_name()
 
 
 class _Kernel:
@@ -118,11 +87,6 @@ class _Kernel:
 
 KERNEL = _Kernel()
 BACKEND = TorchBackend()
-
-
-def _no_xla(xla: bool) -> None:
-    if xla:
-        raise NotImplementedError("no XLA on Keras' torch backend (use tensorflow or jax).")
 
 
 def _channels_second(x, channel_axis):

@@ -115,16 +115,16 @@ def _first_line(error: Exception) -> str:
 
 
 def _missing_message(where: str, reason: str, data_dir: str | None) -> str:
-    hint = ("Point --data_dir or TFDS_DATA_DIR at a TFDS data directory holding "
+    hint = ("Point `data_dir` or TFDS_DATA_DIR at a TFDS data directory holding "
             "cifar10/3.0.2.")
     nearby = _prepared_below(data_dir) if data_dir else None
     if nearby:
-        hint = f"{nearby} holds cifar10/: pass --data_dir={nearby}."
+        hint = f"{nearby} holds cifar10/: pass data_dir={nearby}."
     return f"CIFAR-10 is not prepared in {where} and could not be downloaded ({reason}). {hint}"
 
 
 def _prepared_below(data_dir: str) -> str | None:
-    """A folder directly inside `data_dir` holding a prepared cifar10/ (a --data_dir one level
+    """A folder directly inside `data_dir` holding a prepared cifar10/ (a `data_dir` one level
     too high), or None."""
     try:
         names = sorted(os.listdir(data_dir))

@@ -4,24 +4,28 @@ tools for BN layers in a trained model (ours or Keras').
     from bn_keras.layers import BatchNormalization
 
 - `batch_normalization`: the layer (its fast paths per backend: bn_keras.backends);
+- `arguments`: the rules on its arguments (no Keras needed to check them);
 - `recalibration`: `recalibrate_batch_norm`, moving statistics re-estimated for the
   model's current weights;
 - `freezing`: `freeze_batch_norm`, BN in inference mode with its weights fixed;
 - `folding`: `fold_batch_norm`, inference-mode BN folded into the layer before it.
 
-`BN_TYPES` is both BN layers a model may hold, ours and Keras'.
+`BN_TYPES` is both BN layers a model may hold, ours and Keras'. Names load their module
+on first use (importing this package imports no Keras).
 """
 
-from bn_keras.layers.batch_normalization import BN_TYPES, BatchNormalization, batch_norm_layers
-from bn_keras.layers.folding import (
-    FoldedBatchNorm,
-    fold_batch_norm,
-    fold_report,
-    foldable_pairs,
-)
-from bn_keras.layers.freezing import freeze_batch_norm
-from bn_keras.layers.recalibration import recalibrate_batch_norm
+from bn_keras import lazy
 
-__all__ = ["BN_TYPES", "BatchNormalization", "FoldedBatchNorm", "batch_norm_layers",
-           "fold_batch_norm", "fold_report", "foldable_pairs", "freeze_batch_norm",
-           "recalibrate_batch_norm"]
+_PUBLIC = {
+    "BN_TYPES": "bn_keras.layers.batch_normalization",
+    "BatchNormalization": "bn_keras.layers.batch_normalization",
+    "batch_norm_layers": "bn_keras.layers.batch_normalization",
+    "FoldedBatchNorm": "bn_keras.layers.folding",
+    "fold_batch_norm": "bn_keras.layers.folding",
+    "fold_report": "bn_keras.layers.folding",
+    "foldable_pairs": "bn_keras.layers.folding",
+    "freeze_batch_norm": "bn_keras.layers.freezing",
+    "recalibrate_batch_norm": "bn_keras.layers.recalibration",
+}
+__all__ = sorted(_PUBLIC)
+__getattr__, __dir__ = lazy.exports(__name__, globals(), _PUBLIC)

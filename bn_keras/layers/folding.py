@@ -15,8 +15,8 @@ from typing import Any
 
 import keras
 import numpy as np
-from keras.src.models.functional import Functional  # no public name for "has a graph"
 
+from bn_keras import keras_compat
 from bn_keras.layers.batch_normalization import BN_TYPES, batch_norm_layers
 
 log = logging.getLogger(__name__)
@@ -134,12 +134,11 @@ def fold_batch_norm(model: keras.Model) -> keras.Model:
 def _has_graph(model) -> bool:
     """Functional and Sequential models have a graph of layers to fold in; subclassed
     ones do not."""
-    return isinstance(model, (Functional, keras.Sequential))
+    return isinstance(model, keras_compat.graph_model_types())
 
 
 def _producer(bn) -> keras.layers.Layer | None:
-    history = getattr(getattr(bn, "input", None), "_keras_history", None)
-    return None if history is None else history.operation
+    return keras_compat.producer(getattr(bn, "input", None))
 
 
 def _why_not_foldable(bn) -> str | None:
@@ -159,7 +158,7 @@ def _why_not_foldable(bn) -> str | None:
     activation = getattr(producer.activation, "__name__", "an activation")
     if activation != "linear":
         return f"it follows {producer.name}, which applies {activation} before it"
-    if len(producer._inbound_nodes) != 1 or len(producer._outbound_nodes) != 1:
+    if len(keras_compat.calls(producer)) != 1 or len(keras_compat.consumers(producer)) != 1:
         return f"{producer.name} is called twice, or its output also goes elsewhere"
     return None
 

@@ -7,7 +7,8 @@ from typing import Any
 import keras
 from keras import layers
 
-from bn_keras.models.normalization import check_bn, make_bn
+from bn_keras.models.normalization import make_bn
+from bn_keras.models.options import check_bn
 
 
 def conv1d_bn_example(bn: str = "keras", num_classes: int | None = None,

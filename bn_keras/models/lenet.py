@@ -9,7 +9,8 @@ import keras
 from keras import layers
 
 from bn_keras.data.cifar import IMAGE_SHAPE, NUM_CLASSES
-from bn_keras.models.normalization import check_bn, check_placement, make_bn, normalized_relu
+from bn_keras.models.normalization import make_bn, normalized_relu
+from bn_keras.models.options import check_bn, check_placement
 
 
 def lenet_cifar(bn: str = "none", placement: str = "before_relu",

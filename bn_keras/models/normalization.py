@@ -19,17 +19,8 @@ from typing import Any
 import keras
 from keras import layers
 
-from bn_keras.layers import BatchNormalization
-
-BN_CHOICES = ("none", "keras", "custom")
-PLACEMENTS = ("before_relu", "after_relu")
-
-
-def check_bn(bn: str) -> str:
-    """Returns `bn` if it names a BN implementation, else raises ValueError."""
-    if bn not in BN_CHOICES:
-        raise ValueError(f"Unknown bn={bn!r}; expected one of {', '.join(BN_CHOICES)}.")
-    return bn
+from bn_keras.layers.batch_normalization import BatchNormalization
+from bn_keras.models.options import check_bn
 
 
 def make_bn(bn: str, name: str, **bn_options: Any) -> keras.layers.Layer | None:
@@ -38,13 +29,6 @@ def make_bn(bn: str, name: str, **bn_options: Any) -> keras.layers.Layer | None:
         return None
     cls = keras.layers.BatchNormalization if bn == "keras" else BatchNormalization
     return cls(name=name, **bn_options)
-
-
-def check_placement(placement: str) -> None:
-    if placement not in PLACEMENTS:
-        raise ValueError(
-            f"Unknown placement={placement!r}; expected one of {', '.join(PLACEMENTS)}."
-        )
 
 
 def normalized_relu(x, bn: str, name: str, placement: str, bn_options: Mapping[str, Any]):

@@ -9,7 +9,8 @@ import keras
 from keras import layers
 
 from bn_keras.data.cifar import IMAGE_SHAPE, NUM_CLASSES
-from bn_keras.models.normalization import check_bn, check_placement, make_bn, normalized_relu
+from bn_keras.models.normalization import make_bn, normalized_relu
+from bn_keras.models.options import check_bn, check_placement, check_zero_init_residual
 
 
 @keras.saving.register_keras_serializable(package="bn_keras", name="ZeroPadShortcut")
@@ -50,12 +51,6 @@ def resnet20(bn: str = "custom", placement: str = "before_relu",
     torchvision's option of the same name). Needs BN before the ReLU.
     """
     return _cifar_resnet(3, bn, placement, bn_options, zero_init_residual)
-
-
-def check_zero_init_residual(bn: str, placement: str) -> None:
-    if bn == "none" or placement != "before_relu":
-        raise ValueError("zero_init_residual starts each block's last BN at gamma = 0: it "
-                         "needs BN (bn=keras or bn=custom) before the ReLU.")
 
 
 def _cifar_resnet(blocks_per_stage: int, bn: str, placement: str,

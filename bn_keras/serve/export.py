@@ -72,11 +72,11 @@ def export_saved_model(model: keras.Model, base_dir: str, name: str, version: in
     if version is not None and version < 1:
         raise InvalidSetting(f"version must be a positive integer, got {version}.")
     # One export into a model's directory at a time: two would pick the same next version.
-    with DirectoryLock(model_dir, "model directory", "--name or --base_dir"):
+    with DirectoryLock(model_dir, "model directory", "`name` or `base_dir`"):
         version = next_version(model_dir) if version is None else version
         target = os.path.join(model_dir, str(version))
         if os.path.exists(target) and not overwrite:
-            raise AlreadyExists(f"{target} exists; pass overwrite=True (--overwrite) to "
+            raise AlreadyExists(f"{target} exists; pass overwrite=True to "
                                 "replace it.")
         _write_version(model, target, name, version, fold_bn, metadata)
     return target
@@ -114,9 +114,7 @@ def _write_version(model, target, name, version, fold_bn, metadata) -> None:
                           "shape": [None, *cifar.IMAGE_SHAPE]},
                 "outputs": list(OUTPUT_NAMES), **(metadata or {})}
         atomic.write_json(os.path.join(tmp, METADATA_FILE), info)
-        if os.path.exists(target):
-            shutil.rmtree(target)
-        os.rename(tmp, target)
+        atomic.publish_directory(tmp, target)
     except Unusable:
         raise
     except (OSError, tf.errors.OpError) as e:

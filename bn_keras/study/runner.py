@@ -74,7 +74,7 @@ def run_study(arms: Sequence[Arm], seeds: Sequence[int], base: TrainConfig,
             if changed:
                 raise InvalidSetting(f"{workdir} holds a result of other settings "
                                      f"({', '.join(sorted(changed))}); remove it or choose "
-                                     "another --runs_dir.")
+                                     "another directory for the study's runs.")
             results.append(cached)
             log.info("[%d/%d] %s seed %d: done earlier", i, len(runs), arm.name, seed)
             continue

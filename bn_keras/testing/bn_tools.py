@@ -7,7 +7,7 @@
 - `reference_statistics`: what `recalibrate_batch_norm` must give, computed apart from
   it, in NumPy, from each BN layer's input captured in a training-mode forward;
 - `recalibration_errors` / `folding_error`: the largest differences, for tests on
-  TensorFlow and for tests/backend_probe.py on JAX and PyTorch.
+  TensorFlow and for tests/backends/backend_probe.py on JAX and PyTorch.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
-"""Checks one backend against the contract of `bn_keras.backends.Backend`.
+"""Checks one backend against both contracts: what the layer needs
+(`bn_keras.backends.Backend`) and what the proof and benchmarks run
+(`bn_keras.testing.harness.Harness`).
 
-`check(backend)` runs on the Keras backend the process runs on (Keras picks it at
-import, so each backend is checked in a process of its own) and raises
+`check(backend, harness)` runs on the Keras backend the process runs on (Keras picks it
+at import, so each backend is checked in a process of its own) and raises
 AssertionError naming the first breach. Kernels are checked against the float64
 NumPy formulas; training steps through the proof's own comparison
 (bn_keras.testing.equivalence), which holds each step against Keras' layer and the
@@ -18,6 +20,7 @@ import numpy as np
 from bn_keras.backends import Backend
 from bn_keras.layers import BatchNormalization
 from bn_keras.testing import equivalence
+from bn_keras.testing.harness import Harness
 
 # (shape, channel axis): 2-D, small and large channels-last images, channels-first images.
 KERNEL_INPUTS = (((16, 10), -1), ((4, 6, 6, 16), -1), ((8, 28, 28, 16), -1),
@@ -26,13 +29,14 @@ STEP_CASES = (equivalence.Case((16, 10)), equivalence.Case((8, 6, 6, 16)))
 TOLERANCE = 1e-5
 
 
-def check(backend: Backend) -> dict[str, Any]:
+def check(backend: Backend, harness: Harness) -> dict[str, Any]:
     """What was checked, by part; raises AssertionError at the first breach."""
     assert isinstance(backend.name, str) and backend.name, backend.name
-    device = backend.device_name()
+    assert harness.name == backend.name, (harness.name, backend.name)
+    device = harness.device_name()
     assert isinstance(device, str) and device, device
     return {"name": backend.name, "device": device, "kernels": _kernels(backend),
-            "replicas": _replicas(backend), "steps": _steps(backend)}
+            "replicas": _replicas(backend), "steps": _steps(harness)}
 
 
 def _kernels(backend: Backend) -> dict[str, str]:
@@ -84,11 +88,11 @@ def _replicas(backend: Backend) -> dict[str, Any]:
     return {"replicas_in_sync": replicas}
 
 
-def _steps(backend: Backend) -> dict[str, Any]:
+def _steps(harness: Harness) -> dict[str, Any]:
     """The training step (through the proof against Keras' layer and NumPy), `repeat`,
     the inference call and `wait`; a backend without gradients refuses steps."""
     try:
-        backend.train_step(BatchNormalization(), compiled=False)
+        harness.train_step(BatchNormalization(), compiled=False)
     except NotImplementedError as e:
         return {"train_step": f"refused: {e}"}
     results = {}
@@ -102,26 +106,26 @@ def _steps(backend: Backend) -> dict[str, Any]:
     for compiled in (False, True):
         layer = BatchNormalization(momentum=0.5)
         layer.build(x.shape)
-        y, grads = backend.train_step(layer, compiled=compiled, repeat=3)(x, weights)
-        backend.wait((y, grads))
+        y, grads = harness.train_step(layer, compiled=compiled, repeat=3)(x, weights)
+        harness.wait((y, grads))
         assert sorted(grads) == ["beta", "gamma", "input"], sorted(grads)
         _close(layer.moving_mean, (1 - 0.5 ** 3) * x.mean(0), f"repeat=3 compiled={compiled}")
-        infer = backend.infer_step(layer, compiled=compiled, repeat=2)(x)
+        infer = harness.infer_step(layer, compiled=compiled, repeat=2)(x)
         _close(infer, keras.ops.convert_to_numpy(layer(x, training=False)),
                f"infer_step compiled={compiled}")
     results["repeat and infer_step"] = "three steps per call; inference equals layer(x)"
-    results["xla"] = _xla_steps(backend, x, weights)
+    results["xla"] = _xla_steps(harness, x, weights)
     return results
 
 
-def _xla_steps(backend: Backend, x, weights) -> str:
+def _xla_steps(harness: Harness, x, weights) -> str:
     """Steps compiled by XLA equal the plain ones, where the backend has XLA."""
     outputs = []
     for xla in (False, True):
         layer = BatchNormalization(momentum=0.5)
         layer.build(x.shape)
         try:
-            y, grads = backend.train_step(layer, xla=xla)(x, weights)
+            y, grads = harness.train_step(layer, xla=xla)(x, weights)
         except NotImplementedError as e:
             return f"refused: {e}"
         outputs.append((y, grads["input"], layer.moving_variance))

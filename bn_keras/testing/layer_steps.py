@@ -4,7 +4,7 @@ Keras has no backend-neutral gradient, yet the proof (bn_keras.testing.equivalen
 and the benchmarks need the same training step on each backend: the forward
 pass in training mode, the gradient of a loss with respect to the input and
 the trainable weights, and the layer's moving-statistics update. Each backend
-writes that step once (bn_keras.backends: TensorFlow `tf.GradientTape`, JAX
+writes that step once (bn_keras.testing.harness: TensorFlow `tf.GradientTape`, JAX
 `jax.grad` over a stateless call, PyTorch `torch.autograd`); `time_layers`
 times it for several layers side by side.
 
@@ -24,22 +24,22 @@ from typing import Any
 import keras
 from keras import ops
 
-from bn_keras import backends
-from bn_keras.backends import TrainStep
+from bn_keras.testing import harness
+from bn_keras.testing.harness import TrainStep
 
 
 def train_step(layer: keras.layers.Layer, mask=None, compiled: bool = False,
                repeat: int = 1, xla: bool = False) -> TrainStep:
     """A function running `repeat` training steps of `layer` on the same batch; it returns
-    the last step's output and gradients (bn_keras.backends.TrainStep). `xla`: compiled by
+    the last step's output and gradients (bn_keras.testing.harness.TrainStep). `xla`: compiled by
     XLA with the batch size unknown while tracing."""
-    return backends.current().train_step(layer, mask, compiled, repeat, xla)
+    return harness.current().train_step(layer, mask, compiled, repeat, xla)
 
 
 def infer_step(layer: keras.layers.Layer, mask=None, compiled: bool = False,
                repeat: int = 1, xla: bool = False) -> Callable[[Any], Any]:
     """A function calling `layer` in inference mode `repeat` times; it returns the last output."""
-    return backends.current().infer_step(layer, mask, compiled, repeat, xla)
+    return harness.current().infer_step(layer, mask, compiled, repeat, xla)
 
 
 def time_layers(layers: dict[str, keras.layers.Layer], x, mask=None, rounds: int = 3,
@@ -51,7 +51,7 @@ def time_layers(layers: dict[str, keras.layers.Layer], x, mask=None, rounds: int
     from bn_keras.testing import timing
 
     x = ops.convert_to_tensor(x)
-    wait = backends.current().wait
+    wait = harness.current().wait
     loss_weights = keras.random.normal(ops.shape(x), seed=0)
 
     def per_step_ms(call):

@@ -5,7 +5,7 @@ The averages are Keras' own (the optimizer's `use_ema`: updated inside every tra
 step, kept in the optimizer's state, so the epoch commit saves them and a resumed run
 continues them exactly). Keras then ends every `fit` by overwriting the trained
 weights with the averages; a run here calls `fit` once per epoch, so that would
-restart each epoch from the averages: `keep_averages_apart` turns it off.
+restart each epoch from the averages: `keras_compat.keep_averages_apart` turns it off.
 
 Averaging the weights does not average BN's moving statistics: those still follow the
 trained weights (Keras' `SwapEMAWeights` leaves them so). `EvaluatedWeights` puts the
@@ -23,25 +23,8 @@ from typing import Any
 
 import keras
 
+from bn_keras import keras_compat
 from bn_keras.layers import batch_norm_layers, recalibrate_batch_norm
-
-
-def keep_averages_apart(optimizer: keras.optimizers.Optimizer) -> None:
-    """Stops `optimizer` (with `use_ema`) from overwriting the model's trainable weights
-    with their averages at the end of each `fit`."""
-    optimizer.finalize_variable_values = lambda var_list: None
-
-
-def averages(optimizer: keras.optimizers.Optimizer) -> list[tuple[Any, Any]]:
-    """(trainable variable, its average) pairs of an optimizer with `use_ema`, once built.
-
-    Keras keeps them in private attributes (`_trainable_variables`,
-    `_model_variables_moving_average`); a LossScaleOptimizer holds them in its inner one.
-    """
-    inner = getattr(optimizer, "inner_optimizer", optimizer)
-    return [(v, a) for v, a in zip(inner._trainable_variables,
-                                   inner._model_variables_moving_average, strict=True)
-            if a is not None]
 
 
 class EvaluatedWeights:
@@ -68,7 +51,7 @@ class EvaluatedWeights:
     def apply(self) -> dict[str, Any] | None:
         """Puts the evaluated weights in; returns what recalibration used, if it ran."""
         if self.use_average:
-            for variable, average in averages(self.model.optimizer):
+            for variable, average in keras_compat.optimizer_averages(self.model.optimizer):
                 variable.assign(average)
         if self.batches and batch_norm_layers(self.model):
             return recalibrate_batch_norm(self.model, self.data(), num_batches=self.batches)

@@ -6,23 +6,41 @@ argument rules (by asking the models to check their options, not by copying
 them here). `resume_conflicts` says which changes an unfinished or finished
 run in a work directory can take.
 
-Building a TrainConfig imports nothing heavy; `validate()` imports Keras (and with
-it TensorFlow) to ask the models and the strategies for their choices.
+Neither building nor validating a TrainConfig imports Keras or TensorFlow: the choices
+and rules come from bn_keras.models.options and bn_keras.layers.arguments. Each field
+carries its help text and its flag's bounds (`setting`): bn_keras.cli makes
+`experiments/train.py`'s flags from them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Any
 
 from bn_keras.data import cifar
 from bn_keras.errors import InvalidSetting
+from bn_keras.models import options as models
+from bn_keras.models.options import BN_CHOICES, MODELS, PLACEMENTS
 
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("constant", "cosine", "warmup_cosine")
 DATASETS = ("cifar10", "synthetic")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+# tf.distribute strategies by name (bn_keras.train.distribute.get_strategy).
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
+# Synthetic training examples: 3 KB each as uint8, more in float32 once batched; a million
+# (and a quarter more for evaluation) fits a few GB.
+MAX_SYNTHETIC_EXAMPLES = 1_000_000
+# TensorFlow threads per op beyond this many per core only cost memory (each thread has
+# its stack; 10^8 of them filled 24 GB).
+MAX_THREADS_PER_CORE = 16
+# The largest finite float32: learning rates and other settings become float32 variables.
+FLOAT32_MAX = 3.4028234663852886e38
+# Re-estimating BN statistics for averaged weights, by default: 100 training batches
+# (12,800 images at batch 128; fvcore's precise BN uses 200).
+RECALIBRATION_BATCHES = 100
 # Fields that change how or where a run is carried out or reported, never its numbers:
 # a resumed run may change them (a workdir moved to another disk resumes there).
 RESUMABLE_FIELDS = ("verbose", "data_dir", "download", "steps_per_execution", "workdir")
@@ -31,98 +49,123 @@ RESUMABLE_FIELDS = ("verbose", "data_dir", "download", "steps_per_execution", "w
 EXTENSIBLE_SCHEDULES = ("constant",)
 
 
+def setting(default: Any, help: str, **flag: Any) -> Any:
+    """A TrainConfig field with its help text, and what its command-line flag needs:
+    `choices`, `lower_bound`, `upper_bound` (bn_keras.cli.define_config_flags makes the
+    flags of `experiments/train.py` from these: one help text and one default each)."""
+    return dataclasses.field(default=default, metadata={"help": help, **flag})
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Everything that defines a training run. `batch_size` is per replica."""
 
-    model: str = "lenet"
-    bn: str = "custom"
-    bn_momentum: float = 0.99
-    bn_placement: str = "before_relu"
-    virtual_batch_size: int | None = None
-    renorm: bool = False
-    zero_init_residual: bool = False  # ResNet-20: each block's last BN starts at gamma = 0
-    dataset: str = "cifar10"
-    data_dir: str | None = None
-    download: bool = True
-    synthetic_examples: int = 1024
-    train_examples: int | None = None  # the first N of the training split (quick studies)
-    epochs: int = 10
-    batch_size: int = 128
-    eval_batch_size: int = 500  # evaluation only: BN uses its moving statistics there
-    optimizer: str = "adam"
-    learning_rate: float = 1e-3
-    sgd_momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 0.0  # decoupled, on conv/dense kernels only (not BN, not biases)
-    label_smoothing: float = 0.0
-    lr_schedule: str = "constant"
-    warmup_epochs: int = 1
-    augment: bool = False
-    # Weight EMA (None: off): validation, checkpoints, the final model and its test use
-    # the averages of the trained weights, BN statistics re-estimated for them.
-    ema_momentum: float | None = None
-    # Training batches (unaugmented) over which BN's moving statistics are re-estimated for
-    # the evaluated weights (bn_keras.layers.recalibrate_batch_norm); 0: never; None: 0,
-    # or RECALIBRATION_BATCHES with an EMA.
-    recalibrate_bn_batches: int | None = None
-    strategy: str = "auto"
-    tpu: str | None = None
-    mixed_precision: str = "float32"
-    jit_compile: bool = False  # XLA for the training step
-    # TensorFlow's threads per op and ops at a time (0: its default, one per core); None:
-    # the fastest measured for the step's size (see resolved_threads).
-    threads: int | None = None
-    workdir: str = "runs/lenet_custom"
-    seed: int = 0
-    deterministic: bool = True
-    steps_per_execution: int | None = None  # None: the largest divisor of log_every_n_steps <= 50
-    log_every_n_steps: int = 100
-    diagnostics_every_n_steps: int | None = None
-    probe_size: int = 256
-    test_every_epoch: bool = False  # test loss/accuracy after every epoch (the BN study)
-    verbose: int = 2
+    model: str = setting("lenet", "Network to train.", choices=MODELS)
+    bn: str = setting("custom", "Batch normalization: none, keras (built-in) or custom "
+                      "(bn_keras').", choices=BN_CHOICES)
+    bn_momentum: float = setting(0.99, "BN moving-average momentum.")
+    bn_placement: str = setting("before_relu", "BN before or after each ReLU.",
+                                choices=PLACEMENTS)
+    virtual_batch_size: int | None = setting(None, "Ghost BN group size (bn=custom only).",
+                                             lower_bound=1)
+    renorm: bool = setting(False, "Use batch renormalization.")
+    zero_init_residual: bool = setting(
+        False, "ResNet-20: start each residual block's last BN at gamma = 0, so every block "
+        "starts as the identity (Goyal et al. 2017).")
+    dataset: str = setting("cifar10", "cifar10 (real, via tensorflow-datasets) or synthetic "
+                           "(smoke tests).", choices=DATASETS)
+    data_dir: str | None = setting(
+        None, "TFDS data directory holding cifar10/ (default: $TFDS_DATA_DIR, else "
+        "~/tensorflow_datasets, downloading if needed).")
+    download: bool = setting(True, "Let TFDS download CIFAR-10 when it is not prepared in the "
+                             "data dir.")
+    synthetic_examples: int = setting(1024, "Training examples of dataset=synthetic.",
+                                      lower_bound=1, upper_bound=MAX_SYNTHETIC_EXAMPLES)
+    train_examples: int | None = setting(
+        None, "Train on the first N training examples only (quick studies).", lower_bound=1)
+    epochs: int = setting(10, "Training epochs.", lower_bound=1)
+    batch_size: int = setting(128, "Batch size per replica.", lower_bound=1)
+    eval_batch_size: int = setting(500, "Evaluation batch size per replica (speed only: "
+                                   "evaluation uses BN's moving statistics).", lower_bound=1)
+    optimizer: str = setting("adam", "adam, or sgd with sgd_momentum.", choices=OPTIMIZERS)
+    learning_rate: float = setting(1e-3, "Peak learning rate.")
+    sgd_momentum: float = setting(0.9, "Momentum of SGD.")
+    nesterov: bool = setting(False, "Nesterov momentum for SGD.")
+    weight_decay: float = setting(
+        0.0, "Decoupled weight decay (AdamW/SGDW) of conv and dense kernels; BN's gamma/beta "
+        "and biases are not decayed.")
+    label_smoothing: float = setting(0.0, "Label smoothing of the cross-entropy loss.")
+    lr_schedule: str = setting("constant", "constant, cosine decay, or warmup_cosine (linear "
+                               "warm-up, then cosine).", choices=LR_SCHEDULES)
+    warmup_epochs: int = setting(1, "Warm-up length for warmup_cosine.", lower_bound=0)
+    augment: bool = setting(False, "Random crop and flip on training images.")
+    ema_momentum: float | None = setting(
+        None, "Keep an exponential moving average of the weights with this momentum (e.g. "
+        "0.999): validation, checkpoints, the final model and its test use it, with BN "
+        "statistics re-estimated for it.")
+    recalibrate_bn_batches: int | None = setting(
+        None, "Re-estimate BN's moving statistics for the evaluated weights over N unaugmented "
+        "training batches, before each validation and the final test (0: never; default: 0, "
+        f"or {RECALIBRATION_BATCHES} with ema_momentum).", lower_bound=0)
+    strategy: str = setting("auto", "tf.distribute strategy.", choices=STRATEGIES)
+    tpu: str | None = setting(None, "TPU address for strategy=tpu ('local' on a TPU VM).")
+    mixed_precision: str = setting("float32", "Keras dtype policy.", choices=PRECISIONS)
+    jit_compile: bool = setting(False, "Compile the training and evaluation steps with XLA "
+                                "(with deterministic on a CPU: XLA's programs repeat to the "
+                                "last digit).")
+    threads: int | None = setting(
+        None, "TensorFlow's threads per op and ops at a time (0: its default, one per core; "
+        "default: 1 for small steps on one device, e.g. LeNet up to batch 46, where it is "
+        "faster, else 0).", lower_bound=0)
+    workdir: str | None = setting(None, "Directory for everything the run writes (default: "
+                                  "runs/<model>_<bn>).")
+    seed: int = setting(0, "Random seed (data order, augmentation, init).")
+    deterministic: bool = setting(True, "TensorFlow op determinism: identical runs for the "
+                                  "same seed.")
+    steps_per_execution: int | None = setting(
+        None, "Training steps per tf.function call (default: the largest divisor of "
+        "log_every_n_steps up to 50; results do not depend on it).", lower_bound=1)
+    log_every_n_steps: int = setting(100, "Training loss to TensorBoard every N steps.",
+                                     lower_bound=1)
+    diagnostics_every_n_steps: int | None = setting(
+        None, "BN diagnostics every N steps as well as every epoch.", lower_bound=1)
+    probe_size: int = setting(256, "Validation images in the BN diagnostics' fixed probe "
+                              "batch.", lower_bound=1)
+    test_every_epoch: bool = setting(False, "Also evaluate on the test split after every "
+                                     "epoch (metrics.csv, TensorBoard test/).")
+    verbose: int = setting(2, "0: silent, 1: progress bar, 2: one line per epoch.",
+                           lower_bound=0, upper_bound=2)
+
+    def __post_init__(self):
+        if self.workdir is None:
+            self.workdir = f"runs/{self.model}_{self.bn}"
 
     def validate(self) -> None:
-        """Raises InvalidSetting naming the first bad field, its value and what was expected."""
-        from bn_keras import models
-        from bn_keras.train import distribute
-
-        choices = {"model": tuple(models.MODEL_BUILDERS), "bn": models.BN_CHOICES,
-                   "bn_placement": models.PLACEMENTS, "dataset": DATASETS,
-                   "optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES,
-                   "strategy": distribute.STRATEGIES, "mixed_precision": PRECISIONS}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise InvalidSetting(f"{name}={getattr(self, name)!r} is not one of "
-                                     f"{', '.join(allowed)}.")
-        if self.threads is not None and self.threads < 0:
-            raise InvalidSetting(f"threads must be 0 (TensorFlow's default) or more, got "
-                                 f"{self.threads}.")
-        for name in ("epochs", "batch_size", "eval_batch_size", "steps_per_execution",
-                     "synthetic_examples", "probe_size", "log_every_n_steps", "train_examples",
-                     "diagnostics_every_n_steps", "virtual_batch_size"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise InvalidSetting(f"{name} must be at least 1, got {value}.")
+        """Raises InvalidSetting naming the first bad field, its value and what was expected.
+        Imports neither Keras nor TensorFlow."""
+        for field in dataclasses.fields(self):
+            _check_field(field, getattr(self, field.name))
         for name, low, high, closed in NUMBER_RANGES:
             if getattr(self, name) is not None:
                 _check_range(name, getattr(self, name), low, high, closed)
-        if self.recalibrate_bn_batches is not None and self.recalibrate_bn_batches < 0:
-            raise InvalidSetting(f"recalibrate_bn_batches must be 0 (never) or more, got "
-                                 f"{self.recalibrate_bn_batches}.")
+        cores = os.cpu_count() or 1
+        if self.threads is not None and self.threads > max(MAX_THREADS_PER_CORE * cores, 64):
+            raise InvalidSetting(
+                f"threads={self.threads} is far more than this machine's {cores} cores can use "
+                f"(at most {max(MAX_THREADS_PER_CORE * cores, 64)}); 0 means one per core.")
         if self.batch_size > self.training_examples:
             raise InvalidSetting(
                 f"batch_size={self.batch_size} is more than the {self.training_examples:,} "
                 "training examples; pick a batch size of at most that.")
-        if self.warmup_epochs < 0:
-            raise InvalidSetting(f"warmup_epochs must be >= 0, got {self.warmup_epochs}.")
         if self.model == "conv1d_example" and self.dataset != "synthetic":
             raise InvalidSetting("model='conv1d_example' trains on dataset='synthetic' "
                                  "sequences only.")
         if self.strategy == "tpu" and not self.tpu:
-            raise InvalidSetting("strategy='tpu' needs a TPU address: --tpu=local on a Cloud "
+            raise InvalidSetting("strategy='tpu' needs a TPU address: tpu='local' on a Cloud "
                                  "TPU VM, or the TPU's name or grpc:// address.")
+        if not self.workdir:
+            raise InvalidSetting("workdir='' names no directory; give a path (None: "
+                                 "runs/<model>_<bn>).")
         self._validate_bn()
 
     def _validate_bn(self) -> None:
@@ -132,19 +175,13 @@ class TrainConfig:
                     raise InvalidSetting(f"{name}={getattr(self, name)!r} needs BN: pick "
                                          "bn=keras or bn=custom.")
         vbs = self.virtual_batch_size
-        if vbs is not None:
-            if self.bn != "custom":
-                raise InvalidSetting(f"virtual_batch_size={vbs} (Ghost BN) needs bn='custom': "
-                                     "Keras 3's BatchNormalization has no such argument.")
-            if self.batch_size % vbs:
-                raise InvalidSetting(
-                    f"virtual_batch_size={vbs} does not divide the batch size per replica "
-                    f"{self.batch_size} (--batch_size is per replica); pick a group size that "
-                    f"divides it, e.g. {_largest_divisor(self.batch_size, vbs)}.")
-        # The model and its BN layers check their own arguments (e.g. renorm with Ghost BN),
-        # in Keras' words: the layer raises what Keras' layer raises.
-        from bn_keras import models
-
+        if vbs is not None and self.batch_size % vbs:
+            raise InvalidSetting(
+                f"virtual_batch_size={vbs} does not divide the batch size per replica "
+                f"{self.batch_size} (`batch_size` is per replica); pick a group size that "
+                f"divides it, e.g. {_largest_divisor(self.batch_size, vbs)}.")
+        # The model and its BN layers' own rules (e.g. renorm with Ghost BN), in Keras'
+        # words: the layer raises what Keras' layer raises.
         try:
             models.check_options(self.model, self.bn, **self.model_options(num_replicas=1))
         except (ValueError, TypeError) as e:
@@ -160,8 +197,6 @@ class TrainConfig:
         """
         if self.threads is not None:
             return self.threads
-        from bn_keras import models
-
         one_device = self.strategy in ("auto", "one_device")
         step = models.MACS_PER_EXAMPLE[self.model] * self.batch_size
         return 1 if one_device and step <= SMALL_STEP_MACS else 0
@@ -215,16 +250,13 @@ class TrainConfig:
                 raise InvalidSetting(
                     f"steps_per_execution={self.steps_per_execution} does not work with "
                     f"{mirrored_replicas} replicas: Keras 3.15's multi-step training function "
-                    "fails under MirroredStrategy; leave --steps_per_execution unset.")
+                    "fails under MirroredStrategy; leave `steps_per_execution` unset.")
             return 1
         if self.steps_per_execution is not None:
             return self.steps_per_execution
         return _largest_divisor(self.log_every_n_steps, 50)
 
 
-# Re-estimating BN statistics for averaged weights, by default: 100 training batches
-# (12,800 images at batch 128; fvcore's precise BN uses 200).
-RECALIBRATION_BATCHES = 100
 
 # Forward multiply-adds per training step up to which a step runs faster on one thread:
 # between LeNet at batch 32 (20.9M: one thread faster) and 64 (41.7M: slower).
@@ -233,7 +265,7 @@ SMALL_STEP_MACS = 30_000_000
 # (field, low, high, high included): every float and bounded integer setting. A NaN or an
 # infinity is refused by any range.
 NUMBER_RANGES = (
-    ("learning_rate", 0, math.inf, True),  # > 0
+    ("learning_rate", 0, FLOAT32_MAX, True),  # > 0, finite in float32
     ("bn_momentum", 0, 1, False),
     ("sgd_momentum", 0, 1, False),
     ("label_smoothing", 0, 1, False),
@@ -244,13 +276,35 @@ NUMBER_RANGES = (
 POSITIVE_FIELDS = ("learning_rate", "ema_momentum")  # low excluded
 
 
+def _check_field(field: dataclasses.Field, value: Any) -> None:
+    """The field's type (from its annotation), choices and bounds (from its metadata)."""
+    kind, optional = field.type.replace(" | None", ""), field.type.endswith("| None")
+    name = field.name
+    if value is None:
+        if not optional:
+            raise InvalidSetting(f"{name}=None: a {kind} is needed.")
+        return
+    expected = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,)}[kind]
+    if not isinstance(value, expected) or (kind != "bool" and isinstance(value, bool)):
+        raise InvalidSetting(f"{name}={value!r} is not a{'n' if kind == 'int' else ''} {kind}.")
+    meta = field.metadata
+    if "choices" in meta and value not in meta["choices"]:
+        raise InvalidSetting(f"{name}={value!r} is not one of {', '.join(meta['choices'])}.")
+    low, high = meta.get("lower_bound"), meta.get("upper_bound")
+    if low is not None and value < low:
+        raise InvalidSetting(f"{name} must be at least {low}, got {value}.")
+    if high is not None and value > high:
+        raise InvalidSetting(f"{name} must be at most {high:,}, got {value:,}.")
+
+
 def _check_range(name: str, value: float, low: float, high: float, high_included: bool
                  ) -> None:
     positive = name in POSITIVE_FIELDS
     inside = ((value > low if positive else value >= low)
               and (value <= high if high_included else value < high))
     if not (math.isfinite(value) and inside):
-        expected = ("a positive finite number" if high == math.inf else
+        expected = ("a positive number, finite in float32 (at most 3.4e38)"
+                    if high == FLOAT32_MAX else
                     f"a number in {'(' if positive else '['}{low}, {high}"
                     f"{']' if high_included else ')'}")
         raise InvalidSetting(f"{name} must be {expected}, got {value}.")

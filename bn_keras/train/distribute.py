@@ -8,11 +8,11 @@ import os
 
 import tensorflow as tf
 
+from bn_keras import keras_compat
 from bn_keras.errors import InvalidSetting
+from bn_keras.train.config import STRATEGIES
 
 log = logging.getLogger(__name__)
-
-STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
 
 
 def get_strategy(name: str = "auto", tpu: str | None = None,
@@ -88,8 +88,8 @@ def _check_tf_config() -> None:
 
 def _tpu_strategy(tpu: str | None) -> tf.distribute.Strategy:
     if not tpu:
-        raise InvalidSetting("strategy='tpu' needs a TPU address: --tpu=local on a Cloud TPU VM, "
-                         "or the TPU's name or grpc:// address.")
+        raise InvalidSetting("strategy='tpu' needs a TPU address: tpu='local' on a Cloud TPU "
+                             "VM, or the TPU's name or grpc:// address.")
     try:
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
             tpu="" if tpu == "local" else tpu)
@@ -133,17 +133,7 @@ def build_from_first_replica(model) -> None:
     The build only needs shapes and dtypes, so it uses the first local replica's batch.
     """
     strategy = model.distribute_strategy
-
-    def maybe_symbolic_build(iterator=None, data_batch=None):
-        if iterator is not None:
-            for _, _, it in iterator:
-                data_batch = tf.nest.map_structure(lambda v: _first_local(strategy, v),
-                                                   next(it))
-                break
-        with strategy.scope():
-            model._symbolic_build(data_batch=data_batch)
-
-    model._maybe_symbolic_build = maybe_symbolic_build
+    keras_compat.build_from_first_replica(model, lambda v: _first_local(strategy, v))
 
 
 def work_around_keras_multi_worker(model) -> None:
@@ -154,13 +144,13 @@ def work_around_keras_multi_worker(model) -> None:
     the per-step logs, scalars, reduced with `axis=0` ("Invalid reduction dimension 0
     for input with 0 dimensions"): they are averaged over replicas with axis=None.
     """
-    from keras.src.backend.tensorflow import trainer as keras_tf_trainer
-
     build_from_first_replica(model)
-    original = keras_tf_trainer.reduce_per_replica
-    if getattr(original, "bn_keras_patched", False):
-        return
+    keras_compat.patch_reduce_per_replica(_scalars_averaged_over_workers)
 
+
+def _scalars_averaged_over_workers(original):
+    """Keras' `reduce_per_replica`, with scalar logs averaged (axis=None) under a
+    MultiWorkerMirroredStrategy."""
     def reduce_per_replica(values, strategy, reduction):
         if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or reduction not in (
                 "auto", "mean"):
@@ -174,8 +164,7 @@ def work_around_keras_multi_worker(model) -> None:
 
         return tf.nest.map_structure(reduce, values)
 
-    reduce_per_replica.bn_keras_patched = True
-    keras_tf_trainer.reduce_per_replica = reduce_per_replica
+    return reduce_per_replica
 
 
 def workers_agree(model, strategy: tf.distribute.Strategy) -> bool:

@@ -17,14 +17,11 @@ from typing import Any
 
 import tensorflow as tf
 
-from bn_keras.errors import Unusable
+from bn_keras.errors import Unusable, cannot_write, write_failure
 
 log = logging.getLogger(__name__)
 
 
-# How TensorFlow's file writers report a place that cannot be written (as OpErrors).
-_WRITE_FAILURES = ("No space left on device", "Read-only file system", "Permission denied",
-                   "Disk quota exceeded")
 
 
 class SummaryWriters:
@@ -74,11 +71,9 @@ class SummaryWriters:
         try:
             yield
         except tf.errors.OpError as e:
-            failure = next((f for f in _WRITE_FAILURES if f in e.message), None)
-            if failure is None:
+            if write_failure(e) is None:
                 raise
-            raise Unusable(f"cannot write TensorBoard events under {self.logdir}: "
-                           f"{failure}.") from None
+            raise cannot_write(f"TensorBoard events under {self.logdir}", e) from None
 
 
 def prune_events(logdir: str, last_step: int) -> int:
@@ -138,7 +133,7 @@ def _rewrite(path: str, records: list[bytes]) -> None:
             os.remove(tmp)
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise Unusable(f"cannot rewrite {path} without the unfinished epoch's points "
-                       f"({reason}); free some space, or choose another --workdir.") from None
+                       f"({reason}); free some space, or choose another `workdir`.") from None
 
 
 def read_scalars(logdir: str, prefix: str) -> dict[str, list[tuple[int, float]]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from bn_keras.train import averaging
+from bn_keras import keras_compat
 from bn_keras.train.config import TrainConfig
 
 
@@ -39,5 +39,5 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
     if decay:
         optimizer.exclude_from_weight_decay(var_names=list(NO_WEIGHT_DECAY))
     if ema:
-        averaging.keep_averages_apart(optimizer)
+        keras_compat.keep_averages_apart(optimizer)
     return optimizer

@@ -23,7 +23,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from bn_keras import environment, models
+from bn_keras import environment, keras_compat, models
 from bn_keras.data import pipelines, sources
 from bn_keras.data.pipelines import Pipelines
 from bn_keras.data.sources import Examples
@@ -45,15 +45,13 @@ def set_seed(seed: int, deterministic: bool, xla: bool = False) -> None:
 
     With `xla`, TensorFlow's op determinism stays off, since Keras turns XLA off when it
     is on; XLA's CPU programs repeat to the last digit by themselves (measured, and
-    tested: tests/test_xla.py), and on a GPU the combination is refused (`run`).
+    tested: tests/backends/test_xla.py), and on a GPU the combination is refused (`run`).
     """
-    from tensorflow.python.framework import config as tf_config
-
     keras.utils.set_random_seed(seed)
     if deterministic and not xla:
         tf.config.experimental.enable_op_determinism()
-    elif tf_config.is_op_determinism_enabled():  # left on by an earlier run in this process
-        tf_config.disable_op_determinism()
+    else:  # it may be left on by an earlier run in this process
+        keras_compat.disable_op_determinism()
 
 
 @contextlib.contextmanager
@@ -237,12 +235,12 @@ def _check_xla(config: TrainConfig, mirrored_replicas: int) -> None:
         raise InvalidSetting(
             f"jit_compile with {mirrored_replicas} replicas: Keras 3.15's fit with XLA fails "
             "under MirroredStrategy, even for Keras' own BN and a plain Conv2D (\"Trying to "
-            "access resource ... replica_1\"); train on one device, or drop --jit_compile.")
+            "access resource ... replica_1\"); train on one device, or drop `jit_compile`.")
     if config.deterministic and tf.config.list_logical_devices("GPU"):
         raise InvalidSetting(
             "jit_compile with deterministic on a GPU: XLA's GPU programs are not proven to "
             "repeat to the last digit here, and Keras turns XLA off under TensorFlow's op "
-            "determinism; pass --nodeterministic for XLA, or drop --jit_compile.")
+            "determinism; pass deterministic=False for XLA, or drop `jit_compile`.")
 
 
 def _train(config, datasets_override, strategy, extra_callbacks, workdir, resume,

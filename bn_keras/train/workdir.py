@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import errno
 import gc
 import io
 import logging
@@ -54,6 +53,7 @@ from bn_keras.errors import (
     Unusable,
     UserError,
     cannot_write,
+    write_failure,
 )
 from bn_keras.locking import DirectoryLock
 from bn_keras.train.config import TrainConfig, resume_conflicts
@@ -69,7 +69,6 @@ _EPOCH_DIR = re.compile(r"^epoch-(\d{4,})$")
 _COMMIT_TMP = re.compile(r"^\.tmp-\d{4,}-\d+$")
 # Temporary files as bn_keras 0.1.0 named them (`.metrics.csv.PID.tmp`, `.tmp-PID-best.keras`).
 _OLD_TMP = re.compile(r"^(\..+\.\d+\.tmp|\.tmp-\d+-.+\.keras)$")
-_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 class NotWritten(Unusable):
@@ -107,7 +106,7 @@ class Workdir:
         """This process as the directory's one writer, for a `with` block; raises InUse,
         naming the other process, when another holds it."""
         self._refuse_a_file()
-        return DirectoryLock(self.path, "workdir", "--workdir")
+        return DirectoryLock(self.path, "workdir", "`workdir`")
 
     # ----------------------------------------------------------------- reading
     def latest(self) -> Resume:
@@ -120,7 +119,7 @@ class Workdir:
         if os.path.lexists(self.backup) and not os.path.isdir(self.backup):
             raise Unusable(f"{self.backup} is not a directory, so the run's committed epochs "
                            "cannot be read; move it aside (the run then starts from epoch 0) "
-                           "or choose another --workdir.")
+                           "or choose another `workdir`.")
         epochs = sorted((int(m.group(1)) for name in _listdir(self.backup)
                          if (m := _EPOCH_DIR.match(name))), reverse=True)
         damage = None
@@ -137,7 +136,7 @@ class Workdir:
         if damage is not None:
             raise DamagedFile(damage.path, damage.reason,
                               f"no committed epoch of {self.path} is whole: move {self.backup} "
-                              "aside to start again from epoch 0, or choose another --workdir")
+                              "aside to start again from epoch 0, or choose another `workdir`")
         return Resume()
 
     def read_config(self) -> dict[str, Any] | None:
@@ -146,7 +145,7 @@ class Workdir:
             return atomic.read_json(self.config, kind=dict)
         except DamagedFile as e:
             raise DamagedFile(e.path, e.reason, "the run's settings are unknown: put the "
-                              "file back, or choose another --workdir") from None
+                              "file back, or choose another `workdir`") from None
 
     def read_final(self) -> dict[str, Any] | None:
         """final_metrics.json of a finished run (None if unfinished), epochs numbered from 1.
@@ -176,17 +175,17 @@ class Workdir:
         conflict = resume_conflicts(previous, config, resume.epoch)
         if conflict:
             raise InvalidSetting(f"workdir {self.path!r}: {conflict}; resume it with the same "
-                                 "flags or choose another --workdir.")
+                                 "flags or choose another `workdir`.")
         finished = self.read_final()
         if finished is not None and finished.get("epochs") == config.epochs:
             raise AlreadyExists(
                 f"workdir {self.path!r} already holds a finished run of {config.epochs} epochs; "
-                "choose another --workdir, or raise --epochs to train it further.")
+                "choose another `workdir`, or raise `epochs` to train it further.")
         return resume
 
     def _refuse_a_file(self) -> None:
         if os.path.exists(self.path) and not os.path.isdir(self.path):
-            raise AlreadyExists(f"--workdir={self.path!r} is a file, not a directory; "
+            raise AlreadyExists(f"workdir={self.path!r} is a file, not a directory; "
                                 "choose a directory path.")
 
     # ----------------------------------------------------------------- writing
@@ -221,8 +220,7 @@ class Workdir:
             model.save_weights(weights)
             atomic.write_json(os.path.join(tmp, STATE_FILE),
                               {**state, "weights_sha256": atomic.sha256(weights)})
-            shutil.rmtree(target, ignore_errors=True)
-            os.rename(tmp, target)  # the commit point
+            atomic.publish_directory(tmp, target)  # the commit point, on the disk
             for name in _listdir(self.backup):
                 m = _EPOCH_DIR.match(name)
                 if m and int(m.group(1)) <= epoch - KEPT_COMMITS:
@@ -319,7 +317,7 @@ def worker_scratch(workdir: str, task: str) -> Iterator[str]:
                 shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
         path = tempfile.mkdtemp(prefix=f"{task}-{os.getpid()}-", dir=parent)
     except OSError as e:
-        raise cannot_write(parent, e, "choose a writable --workdir") from None
+        raise cannot_write(parent, e, "choose a writable `workdir`") from None
     try:
         yield path
     finally:
@@ -374,14 +372,7 @@ def _is_write_failure(error: Exception) -> bool:
         return not isinstance(error, DamagedFile)
     if isinstance(error, UserError):
         return False
-    return _errno_of(error) in _WRITE_ERRNOS
-
-
-def _errno_of(error: Exception) -> int | None:
-    if isinstance(error, OSError) and error.errno:
-        return error.errno
-    match = re.search(r"errno = (\d+)", str(error))
-    return int(match.group(1)) if match else None
+    return write_failure(error) is not None
 
 
 def _without_h5py_cleanup_noise(hook):
