@@ -150,6 +150,23 @@ def script_flags():
         delattr(flags.FLAGS, name)
 
 
+def wait_until(condition, what: str, timeout: float = 300) -> None:
+    """Polls `condition()` until it holds; fails naming `what` after `timeout` seconds.
+    Tests wait for a state (an epoch committed, a file written), never for a time."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not after {timeout} s"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def wait_for():
+    """wait_for(condition, what, timeout=300): see `wait_until`."""
+    return wait_until
+
+
 @pytest.fixture
 def tensorboard_server():
     """Starts the real `tensorboard` on a free 127.0.0.1 port: server(logdir) -> base URL.

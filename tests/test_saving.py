@@ -1,6 +1,6 @@
 """bn_keras.load_model: `.keras` files holding our classes, including those written by 0.1.0.
 
-tests/data/*_0.1.0.keras were saved by bn_keras 0.1.0 (a flat package): they hold our
+tests/fixtures/*_0.1.0.keras were saved by bn_keras 0.1.0 (a flat package): they hold our
 BatchNormalization (Ghost BN), ZeroPadShortcut, FoldedBatchNorm and the label-smoothing
 loss, and the tutorial's subclassed LeNet, under their registered names.
 """
@@ -12,10 +12,10 @@ import pytest
 
 import bn_keras
 from bn_keras.layers import BatchNormalization, FoldedBatchNorm
+from bn_keras.losses import SmoothedSparseCrossentropy
 from bn_keras.models import TutorialLeNet, ZeroPadShortcut
-from bn_keras.train.losses import SmoothedSparseCrossentropy
 
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 
 
 def _data(name):

@@ -10,6 +10,7 @@ from bn_keras.train import report, training
 from bn_keras.train.config import TrainConfig
 
 
+@pytest.mark.slow
 def test_report_has_every_epoch_and_the_final_accuracy(tmp_path):
     config = TrainConfig(dataset="synthetic", synthetic_examples=256, epochs=2, batch_size=32,
                          workdir=str(tmp_path / "run"), verbose=0, test_every_epoch=True,
@@ -41,6 +42,7 @@ def test_report_has_every_epoch_and_the_final_accuracy(tmp_path):
         report.write(str(tmp_path / "nothing"), str(tmp_path / "out"), "x", "c")
 
 
+@pytest.mark.slow
 def test_a_run_without_bn_reports_weights_only(tmp_path):
     config = TrainConfig(dataset="synthetic", synthetic_examples=128, epochs=1, batch_size=32,
                          bn="none", ema_momentum=0.9, workdir=str(tmp_path / "run"), verbose=0)

@@ -1,7 +1,8 @@
-"""Every installed backend against the contract of bn_keras.backends.Backend.
+"""Every installed backend against both contracts: bn_keras.backends.Backend (what the
+layer needs) and bn_keras.testing.harness.Harness (what the proof runs).
 
 TensorFlow is checked here; JAX and PyTorch in their own processes (Keras picks its
-backend at import), by tests/backend_probe.py, in tests/test_other_backends.py; the
+backend at import), by tests/backends/backend_probe.py, in test_other_backends.py; the
 general backend (Keras' NumPy and others) directly.
 """
 
@@ -9,18 +10,20 @@ import keras
 import pytest
 
 from bn_keras import backends
+from bn_keras.backends import tensorflow as tf_backend
 from bn_keras.backends.general import GeneralBackend
-from bn_keras.testing import conformance
+from bn_keras.testing import conformance, harness
+from bn_keras.testing.harness.general import GeneralHarness
 
 
 def test_tensorflow_backend_keeps_the_contract():
     backend = backends.current()
     assert backend.name == keras.config.backend() == "tensorflow"
-    checked = conformance.check(backend)
+    checked = conformance.check(backend, harness.current())
     kernels = checked["kernels"]
     # Channels-last inputs take TensorFlow's kernels, channels-first the general path.
-    assert kernels["16x10 axis=-1 training=True"] == "_Rows"
-    assert kernels["8x28x28x16 axis=-1 training=True"] == "_Fused"  # 100,352 elements
+    assert kernels["16x10 axis=-1 training=True"] == type(tf_backend.ROWS).__name__
+    assert kernels["8x28x28x16 axis=-1 training=True"] == type(tf_backend.FUSED).__name__
     assert kernels["4x16x6x6 axis=1 training=True"] == "general path"
     assert set(checked["steps"]) == {"16x10 axis=-1", "8x6x6x16 axis=-1",
                                      "repeat and infer_step", "xla"}
@@ -33,7 +36,6 @@ def test_tensorflow_chooses_while_running_when_the_batch_size_is_unknown():
     import numpy as np
     import tensorflow as tf
 
-    from bn_keras.backends import tensorflow as tf_backend
     from bn_keras.testing import equivalence
 
     @tf.function(input_signature=[tf.TensorSpec([None, 28, 28, 16], tf.float32)])
@@ -52,7 +54,7 @@ def test_tensorflow_chooses_while_running_when_the_batch_size_is_unknown():
 
 
 def test_general_backend_keeps_the_contract_without_steps():
-    checked = conformance.check(GeneralBackend("numpy"))
+    checked = conformance.check(GeneralBackend("numpy"), GeneralHarness("numpy"))
     assert set(checked["kernels"].values()) == {"general path"}
     assert checked["steps"]["train_step"].startswith("refused: no training step on Keras' numpy")
 
@@ -73,5 +75,5 @@ def test_a_backend_missing_a_kernel_output_is_caught():
             return Unbiased()
 
     with pytest.raises(AssertionError, match="biased variance"):
-        conformance.check(Wrong())
+        conformance.check(Wrong(), harness.current())
 

@@ -3,7 +3,7 @@
 Each check compares against bn_keras.testing.bn_tools.reference_statistics, which
 captures every BN layer's input in a training-mode forward and averages its batch
 statistics in NumPy, apart from the code under test. JAX and PyTorch run the same
-check in tests/backend_probe.py.
+check in tests/backends/backend_probe.py.
 """
 
 import keras

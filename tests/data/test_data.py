@@ -156,12 +156,12 @@ def test_a_data_dir_one_level_too_high_is_named_without_tfds_noise(tmp_path, cap
     (tmp_path / "empty" / "cifar10" / "3.0.2").mkdir(parents=True)  # not prepared
     with pytest.raises(sources.DataNotFoundError) as error:
         sources.load_cifar10("test", data_dir=str(tmp_path / "empty"), download=False)
-    assert str(error.value).endswith("Point --data_dir or TFDS_DATA_DIR at a TFDS data "
+    assert str(error.value).endswith("Point `data_dir` or TFDS_DATA_DIR at a TFDS data "
                                      "directory holding cifar10/3.0.2.")
     with pytest.raises(sources.DataNotFoundError) as error:
         sources.load_cifar10("test", data_dir=str(tmp_path), download=False)
     nearby = tmp_path / "tensorflow_datasets"
-    assert str(error.value).endswith(f"{nearby} holds cifar10/: pass --data_dir={nearby}.")
+    assert str(error.value).endswith(f"{nearby} holds cifar10/: pass data_dir={nearby}.")
     assert "\n" not in str(error.value)
     assert "Variant folder" not in caplog.text  # TFDS' warning about the empty folder
 

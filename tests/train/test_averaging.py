@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from bn_keras import saving
+from bn_keras import keras_compat, saving
 from bn_keras.layers import batch_norm_layers
 from bn_keras.train import averaging, training
 from bn_keras.train.config import TrainConfig
@@ -24,7 +24,7 @@ def _ema_model(momentum=0.5):
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4),
                               keras.layers.BatchNormalization(), keras.layers.Dense(3)])
     optimizer = keras.optimizers.SGD(0.1, use_ema=True, ema_momentum=momentum)
-    averaging.keep_averages_apart(optimizer)
+    keras_compat.keep_averages_apart(optimizer)
     model.compile(optimizer, "mse")
     return model
 
@@ -40,14 +40,14 @@ def test_fit_leaves_the_trained_weights_in_the_model():
     averages kept apart, the model holds the trained weights, the optimizer the averages."""
     model = _ema_model()
     _fit(model)
-    pairs = averaging.averages(model.optimizer)
+    pairs = keras_compat.optimizer_averages(model.optimizer)
     assert len(pairs) == len(model.trainable_variables)
     assert all(not np.array_equal(v.numpy(), a.numpy()) for v, a in pairs)
     plain = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])
     plain.compile(keras.optimizers.SGD(0.1, use_ema=True, ema_momentum=0.5), "mse")
     _fit(plain)  # Keras' own behaviour, for contrast
     assert all(np.array_equal(v.numpy(), a.numpy())
-               for v, a in averaging.averages(plain.optimizer))
+               for v, a in keras_compat.optimizer_averages(plain.optimizer))
 
 
 def test_evaluated_weights_swap_in_and_back_exactly():
@@ -58,7 +58,7 @@ def test_evaluated_weights_swap_in_and_back_exactly():
     evaluated = averaging.EvaluatedWeights(model, use_average=True, batches=2,
                                            data=lambda: [data[:8], data[8:]])
     with evaluated.swapped_in():
-        for variable, average in averaging.averages(model.optimizer):
+        for variable, average in keras_compat.optimizer_averages(model.optimizer):
             np.testing.assert_array_equal(variable.numpy(), average.numpy())
         bn = batch_norm_layers(model)[0]
         hidden = model.layers[0](data).numpy()
@@ -79,7 +79,7 @@ def test_a_run_evaluates_and_keeps_the_averages_with_their_own_statistics(tmp_pa
     assert variants["averaged_weights_re_estimated"]["test_loss"] == metrics["test_loss"]
     # The final model holds the averages; the last commit the trained weights (to resume).
     final = saving.load_model(str(tmp_path / "final.keras"))
-    averages = {id(v): a for v, a in averaging.averages(final.optimizer)}
+    averages = {id(v): a for v, a in keras_compat.optimizer_averages(final.optimizer)}
     for variable in final.trainable_variables:
         np.testing.assert_array_equal(variable.numpy(), averages[id(variable)].numpy())
     committed = training.build_compiled_model(_config(tmp_path), 1, 16)
@@ -90,7 +90,7 @@ def test_a_run_evaluates_and_keeps_the_averages_with_their_own_statistics(tmp_pa
     # The best checkpoint was saved with the averages in.
     best = saving.load_model(str(tmp_path / "checkpoints" / "best.keras"))
     assert any(np.array_equal(kernel(best), a.numpy())
-               for a in [a for _, a in averaging.averages(best.optimizer)])
+               for a in [a for _, a in keras_compat.optimizer_averages(best.optimizer)])
 
 
 @pytest.mark.slow

@@ -1,11 +1,11 @@
 """Our layer and models on JAX and PyTorch, each against that backend's built-in.
 
 Keras picks its backend when it is imported, so each backend runs in its own
-process (tests/backend_probe.py, with TensorFlow made unimportable, as on a
+process (tests/backends/backend_probe.py, with TensorFlow made unimportable, as on a
 machine without it), and the tests here assert on what it reports. They skip
 where the backend is not installed: `pip install -e ".[test,backends]"`.
 
-CI time: the full equivalence grid runs on TensorFlow (tests/test_batch_normalization.py);
+CI time: the full equivalence grid runs on TensorFlow (tests/layers/test_batch_normalization.py);
 here a representative subset of it runs on each of JAX and PyTorch, the
 SUBSET below: 2-D with batch 1 (PyTorch's kernel refuses it: our general path
 takes it) and 64, 3-D channels-last and channels-first, a mask, NHWC with few
@@ -60,7 +60,7 @@ def probe(request, tmp_path_factory, scripts):
                     "load": str(tmp / "from_tensorflow.keras"),
                     "save": str(tmp / f"from_{backend}.keras")}
     (tmp / "request.json").write_text(json.dumps(request_json))
-    proc = scripts.run("tests/backend_probe", str(tmp / "request.json"),
+    proc = scripts.run("tests/backends/backend_probe", str(tmp / "request.json"),
                        str(tmp / "report.json"), env={"KERAS_BACKEND": backend}, timeout=900)
     assert proc.returncode == 0, proc.stderr[-5000:]
     report = json.loads((tmp / "report.json").read_text())
@@ -136,7 +136,7 @@ def test_keras_files_cross_backends(probe):
 
 
 def test_bn_tools_recalibrate_and_fold(probe):
-    """The same checks as tests/test_recalibration.py and tests/test_folding.py."""
+    """The same checks as tests/layers/test_recalibration.py and tests/layers/test_folding.py."""
     tools = probe["report"]["tools"]
     errors = dict(tools["recalibration_errors"])
     assert errors.pop("other_weights") == 0.0 and errors.pop("frozen_bn") == 0.0

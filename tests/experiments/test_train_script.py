@@ -40,14 +40,27 @@ atomic.write_text = dying
 # Kills the process after the final model is saved, before final_metrics.json.
 KILL_IN_FINISH = KILL_IN_COMMIT.replace('path.endswith("state.json") and \'"epoch": 2,\' in text',
                                         'path.endswith("final_metrics.json")')
+# Holds the run in the middle of epoch 2, trained but not committed, and says so by
+# writing the file $HELD: a stop there finds epoch 2 unfinished on any machine.
+HOLD_BEFORE_COMMIT_2 = """
+import os, time
+from bn_keras.train import workdir
+commit = workdir.Workdir.commit
+def held(self, model, state):
+    if state["epoch"] == 2:
+        open(os.environ["HELD"], "w").close()
+        time.sleep(3600)
+    return commit(self, model, state)
+workdir.Workdir.commit = held
+"""
 
 
 @pytest.fixture(scope="module")
 def start(scripts):
     """Starts train.py on a workdir: start(workdir, *flags, prelude=None) -> Popen."""
-    def start_training(workdir, *extra, prelude=None):
+    def start_training(workdir, *extra, prelude=None, env=None):
         return scripts.start("experiments/train", *ARGS, f"--workdir={workdir}", *extra,
-                             prelude=prelude)
+                             prelude=prelude, env=env)
 
     return start_training
 
@@ -58,13 +71,6 @@ def _rows(workdir):
         return []
     with open(path) as f:
         return list(csv.DictReader(f))
-
-
-def _wait_for_epochs(workdir, count, timeout=300):
-    deadline = time.time() + timeout
-    while len(_rows(workdir)) < count:
-        assert time.time() < deadline, f"no {count} epochs in {workdir} after {timeout} s"
-        time.sleep(0.05)
 
 
 def _results(workdir):
@@ -105,11 +111,12 @@ def test_verbosity_brings_tensorflow_logs_back(tmp_path, scripts):
 @pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
                          ids=["ctrl-c", "sigterm"])
 def test_a_stop_answers_within_two_seconds_and_the_rerun_is_exact(tmp_path, reference, start,
-                                                                  signum, code):
-    """Ctrl-C, or SIGTERM (Kubernetes, Slurm preemption, `docker stop`, systemd)."""
-    proc = start(tmp_path)
-    _wait_for_epochs(tmp_path, 1)
-    time.sleep(0.5)  # into epoch 2
+                                                                  signum, code, wait_for):
+    """Ctrl-C, or SIGTERM (Kubernetes, Slurm preemption, `docker stop`, systemd), while
+    epoch 2 is trained and not yet committed."""
+    held = tmp_path.parent / f"{tmp_path.name}.held"
+    proc = start(tmp_path, prelude=HOLD_BEFORE_COMMIT_2, env={"HELD": str(held)})
+    wait_for(held.exists, "epoch 2 trained")
     sent = time.time()
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=30)
@@ -125,11 +132,11 @@ def test_a_stop_answers_within_two_seconds_and_the_rerun_is_exact(tmp_path, refe
     assert _results(tmp_path) == reference[0]
 
 
-def test_killed_at_any_moment_the_rerun_is_exact(tmp_path, reference, start):
-    # 1. SIGKILL in the middle of epoch 2.
-    proc = start(tmp_path)
-    _wait_for_epochs(tmp_path, 1)
-    time.sleep(0.7)
+def test_killed_at_any_moment_the_rerun_is_exact(tmp_path, reference, start, wait_for):
+    # 1. SIGKILL in epoch 2, trained and not committed.
+    held = tmp_path.parent / f"{tmp_path.name}.held"
+    proc = start(tmp_path, prelude=HOLD_BEFORE_COMMIT_2, env={"HELD": str(held)})
+    wait_for(held.exists, "epoch 2 trained")
     proc.kill()
     proc.communicate()
     assert len(_rows(tmp_path)) == 1

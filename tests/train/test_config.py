@@ -11,8 +11,10 @@ from bn_keras.train.config import TrainConfig, differences, resume_conflicts
     (dict(bn="batch"), "bn='batch' is not one of none, keras, custom"),
     (dict(model="vgg"), "model='vgg' is not one of lenet, resnet20"),
     (dict(epochs=0), "epochs must be at least 1, got 0"),
-    (dict(learning_rate=-1.0), "learning_rate must be a positive finite number, got -1.0"),
-    (dict(learning_rate=float("inf")), "learning_rate must be a positive finite number"),
+    (dict(learning_rate=-1.0), "learning_rate must be a positive number, finite in float32"),
+    (dict(learning_rate=float("inf")), "learning_rate must be a positive number"),
+    # Finite in Python, infinite as the float32 variable it becomes.
+    (dict(learning_rate=1e39), r"finite in float32 \(at most 3.4e38\), got 1e\+39"),
     (dict(bn_momentum=1.0), r"bn_momentum must be a number in \[0, 1\), got 1.0"),
     (dict(sgd_momentum=float("nan")), r"sgd_momentum must be a number in \[0, 1\), got nan"),
     (dict(label_smoothing=1.0), r"label_smoothing must be a number in \[0, 1\)"),
@@ -23,7 +25,17 @@ from bn_keras.train.config import TrainConfig, differences, resume_conflicts
     (dict(dataset="synthetic", batch_size=100_000_000),
      "batch_size=100000000 is more than the 1,024 training examples"),
     (dict(train_examples=100, batch_size=128), "more than the 100 training examples"),
-    (dict(threads=-1), "threads must be 0"),
+    (dict(threads=-1), "threads must be at least 0, got -1"),
+    # Every number has a range that fits the machine: 10^8 threads filled 24 GB.
+    (dict(threads=100_000_000), "threads=100000000 is far more than this machine's"),
+    (dict(dataset="synthetic", synthetic_examples=100_000_000),
+     "synthetic_examples must be at most 1,000,000, got 100,000,000"),
+    # Types, as a notebook or a tampered config.json may give them.
+    (dict(epochs=2.5), "epochs=2.5 is not an int"),
+    (dict(augment="False"), "augment='False' is not a bool"),
+    (dict(batch_size=True), "batch_size=True is not an int"),
+    (dict(model=None), "model=None: a str is needed"),
+    (dict(workdir=""), "workdir='' names no directory"),
     (dict(model="conv1d_example", dataset="cifar10"), "synthetic"),
     (dict(model="conv1d_example", dataset="synthetic", bn="none"), "tutorial's BN example"),
     (dict(strategy="tpu"), "needs a TPU address"),
@@ -104,9 +116,9 @@ def test_resume_conflicts():
 
 
 @pytest.mark.slow
-def test_a_config_is_built_and_compared_without_tensorflow(scripts):
+def test_a_config_is_built_validated_and_compared_without_tensorflow(scripts):
     code = ("import dataclasses, sys; from bn_keras.train import TrainConfig, config; "
-            "c = TrainConfig(epochs=3); "
+            "c = TrainConfig(epochs=3, renorm=True); c.validate(); "
             "print(config.resume_conflicts(dataclasses.asdict(c), c, 1), "
             "'tensorflow' in sys.modules, 'keras' in sys.modules)")
     proc = scripts.run(None, prelude=code, timeout=120)

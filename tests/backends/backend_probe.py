@@ -1,11 +1,11 @@
 """Runs our layer and models on one Keras backend and reports what it saw, as JSON.
 
-tests/test_other_backends.py starts it in a fresh process per backend (Keras picks
+tests/backends/test_other_backends.py starts it in a fresh process per backend (Keras picks
 its backend at import) with KERAS_BACKEND set, and asserts on the report.
 TensorFlow is made unimportable first, as on a machine without it: nothing
 here, in the layer or in the models may need it on JAX or PyTorch.
 
-    KERAS_BACKEND=jax python tests/backend_probe.py REQUEST.json REPORT.json
+    KERAS_BACKEND=jax python tests/backends/backend_probe.py REQUEST.json REPORT.json
 """
 
 import json
@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 
 from bn_keras import backends, models  # noqa: E402
 from bn_keras.layers import BatchNormalization  # noqa: E402
-from bn_keras.testing import bn_tools, conformance, equivalence  # noqa: E402
+from bn_keras.testing import bn_tools, conformance, equivalence, harness  # noqa: E402
 
 
 def grid(case_names):
@@ -108,7 +108,7 @@ def main(request_path, report_path):
         request = json.load(f)
     report = {
         "backend": keras.config.backend(),
-        "contract": conformance.check(backends.current()),
+        "contract": conformance.check(backends.current(), harness.current()),
         "grid": grid(request["cases"]),
         "ghost": ghost(request["ghost_batch"], request["ghost_group_size"]),
         "synchronized": synchronized(),

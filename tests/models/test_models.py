@@ -114,7 +114,7 @@ def test_build_model_by_name():
 @needs_extra("backends", "jax", "scipy")  # Keras' NumPy backend imports both
 def test_models_build_and_run_without_tensorflow(scripts):
     """On Keras' NumPy backend, with TensorFlow unimportable: every builder, our BN inside,
-    builds and computes. (Training on JAX and PyTorch: tests/test_other_backends.py.)"""
+    builds and computes. (Training on JAX and PyTorch: tests/backends/test_other_backends.py.)"""
     code = "\n".join([
         "import sys",
         "sys.modules['tensorflow'] = None",

@@ -16,7 +16,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 
 import keras
 import pytest
@@ -244,13 +243,6 @@ def test_one_writer_per_directory(tmp_path):
         training.run(_config(tmp_path / "a_file"))
 
 
-def _wait_for(condition, timeout=300):
-    deadline = time.time() + timeout
-    while not condition():
-        assert time.time() < deadline, "timed out"
-        time.sleep(0.1)
-
-
 def _epochs_done(workdir):
     path = os.path.join(workdir, "metrics.csv")
     return max(0, len(open(path).read().splitlines()) - 1) if os.path.exists(path) else 0
@@ -260,10 +252,10 @@ LONG = ["--dataset=synthetic", "--synthetic_examples=8192", "--batch_size=32", "
 
 
 def test_a_second_run_on_a_workdir_in_use_is_refused_and_the_first_is_untouched(
-        tmp_path, scripts):
+        tmp_path, scripts, wait_for):
     workdir = tmp_path / "run"
     first = scripts.start("experiments/train", *LONG, f"--workdir={workdir}")
-    _wait_for(lambda: (workdir / "config.json").exists())
+    wait_for(lambda: (workdir / "config.json").exists(), "config.json written")
     second = scripts.run("experiments/train", *LONG, f"--workdir={workdir}", timeout=300)
     assert second.returncode == 1 and len(second.stderr.strip().splitlines()) == 1, (
         second.stderr)
@@ -284,7 +276,8 @@ def _alive_with(text):
     return found
 
 
-def test_the_launcher_forwards_signals_waits_for_its_workers_and_resumes(tmp_path, scripts):
+def test_the_launcher_forwards_signals_waits_for_its_workers_and_resumes(tmp_path, scripts,
+                                                                         wait_for):
     workdir = tmp_path / "mw"
     args = ["experiments/launch_local_workers", "--num_workers=2", "--",
             "--dataset=synthetic", "--synthetic_examples=2048", "--batch_size=16",
@@ -292,7 +285,7 @@ def test_the_launcher_forwards_signals_waits_for_its_workers_and_resumes(tmp_pat
     for signum, code in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
         done_before = _epochs_done(workdir)
         launcher = scripts.start(*args)
-        _wait_for(lambda d=done_before: _epochs_done(workdir) > d)
+        wait_for(lambda d=done_before: _epochs_done(workdir) > d, "an epoch committed")
         launcher.send_signal(signum)
         out, err = launcher.communicate(timeout=300)
         assert launcher.returncode == code, err
