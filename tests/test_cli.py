@@ -87,3 +87,33 @@ def test_tensorflow_is_imported_only_for_the_tensorflow_backend(backend, importe
     proc = scripts.run(None, prelude=code, env={"KERAS_BACKEND": backend}, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(imported)
+
+
+def test_library_messages_name_flags_in_a_script():
+    names = {"workdir", "batch_size", "bn", "tpu", "epochs"}
+    assert cli.in_flag_words("choose another `workdir`.", names) == "choose another --workdir."
+    assert cli.in_flag_words("batch_size=130 is more", names) == "--batch_size=130 is more"
+    assert cli.in_flag_words("pick bn=keras or bn=custom", names) == (
+        "pick --bn=keras or --bn=custom")
+    # Not a field of this script, inside a path, or already a flag: left alone.
+    for text in ("renorm=True or synchronized=False", "/runs/epochs=3/x", "--epochs=3",
+                 "`name` is not a flag here"):
+        assert cli.in_flag_words(text, names) == text
+
+
+def test_config_flags_carry_each_fields_help_default_and_bounds(script_flags):
+    import dataclasses
+    import types
+
+    from bn_keras.train.config import TrainConfig
+
+    module = types.SimpleNamespace(define_flags=lambda: cli.define_config_flags(TrainConfig))
+    flags = script_flags(module, ["train.py", "--epochs=3", "--bn=keras"])
+    for field in dataclasses.fields(TrainConfig):
+        assert flags[field.name].default == field.default, field.name
+        assert flags[field.name].help  # every field explains itself
+    assert "--sgd_momentum" in flags["optimizer"].help  # fields named as flags
+    assert flags["bn"].parser.enum_values == ["none", "keras", "custom"]
+    config = cli.config_from_flags(TrainConfig, flags, verbose=0)
+    assert (config.epochs, config.bn, config.verbose, config.workdir) == (
+        3, "keras", 0, "runs/lenet_keras")

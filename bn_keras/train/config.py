@@ -87,7 +87,7 @@ class TrainConfig:
     batch_size: int = setting(128, "Batch size per replica.", lower_bound=1)
     eval_batch_size: int = setting(500, "Evaluation batch size per replica (speed only: "
                                    "evaluation uses BN's moving statistics).", lower_bound=1)
-    optimizer: str = setting("adam", "adam, or sgd with sgd_momentum.", choices=OPTIMIZERS)
+    optimizer: str = setting("adam", "adam, or sgd with `sgd_momentum`.", choices=OPTIMIZERS)
     learning_rate: float = setting(1e-3, "Peak learning rate.")
     sgd_momentum: float = setting(0.9, "Momentum of SGD.")
     nesterov: bool = setting(False, "Nesterov momentum for SGD.")
@@ -106,12 +106,12 @@ class TrainConfig:
     recalibrate_bn_batches: int | None = setting(
         None, "Re-estimate BN's moving statistics for the evaluated weights over N unaugmented "
         "training batches, before each validation and the final test (0: never; default: 0, "
-        f"or {RECALIBRATION_BATCHES} with ema_momentum).", lower_bound=0)
+        f"or {RECALIBRATION_BATCHES} with `ema_momentum`).", lower_bound=0)
     strategy: str = setting("auto", "tf.distribute strategy.", choices=STRATEGIES)
     tpu: str | None = setting(None, "TPU address for strategy=tpu ('local' on a TPU VM).")
     mixed_precision: str = setting("float32", "Keras dtype policy.", choices=PRECISIONS)
     jit_compile: bool = setting(False, "Compile the training and evaluation steps with XLA "
-                                "(with deterministic on a CPU: XLA's programs repeat to the "
+                                "(with `deterministic` on a CPU: XLA's programs repeat to the "
                                 "last digit).")
     threads: int | None = setting(
         None, "TensorFlow's threads per op and ops at a time (0: its default, one per core; "
@@ -124,7 +124,7 @@ class TrainConfig:
                                   "same seed.")
     steps_per_execution: int | None = setting(
         None, "Training steps per tf.function call (default: the largest divisor of "
-        "log_every_n_steps up to 50; results do not depend on it).", lower_bound=1)
+        "`log_every_n_steps` up to 50; results do not depend on it).", lower_bound=1)
     log_every_n_steps: int = setting(100, "Training loss to TensorBoard every N steps.",
                                      lower_bound=1)
     diagnostics_every_n_steps: int | None = setting(
