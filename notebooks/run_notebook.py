@@ -37,7 +37,10 @@ def execute(path: str, output: str, timeout: int = 600) -> float:
     return seconds
 
 
-# TensorFlow's C++ start-up lines (absl logging, before TF_CPP_MIN_LOG_LEVEL applies).
+# TensorFlow's C++ log lines. The notebook's first cell hides them
+# (bn_keras.cli.quiet_tensorflow), but a kernel that inherits a lower TF_CPP_MIN_LOG_LEVEL
+# (tests/conftest.py sets 2) still shows errors such as "failed call to cuInit": the
+# stored copy keeps none.
 _RUNTIME_LOG = re.compile(r"^([IWE]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\]|WARNING: All log "
                           r"messages before absl::InitializeLog\(\))")
 
