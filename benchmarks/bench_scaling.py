@@ -34,8 +34,10 @@ def define_flags() -> None:
     flags.DEFINE_integer("batch_size", 64, "Batch size per replica.", lower_bound=1)
 
 
-def local_workers_metrics(workdir: str) -> dict:
-    """final_metrics.json of a 2-worker run of experiments/train.py on this machine."""
+def local_workers_metrics(workdir: str):
+    """The RunResult of a 2-worker run of experiments/train.py on this machine."""
+    from bn_keras.train.results import RunResult
+
     command = [sys.executable, os.path.join(ROOT, "experiments", "launch_local_workers.py"),
                "--num_workers=2", "--", "--dataset=synthetic",
                f"--synthetic_examples={FLAGS.examples}", f"--epochs={FLAGS.epochs}",
@@ -46,7 +48,7 @@ def local_workers_metrics(workdir: str) -> dict:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"the 2-worker run failed (exit {proc.returncode}): {last}")
     with open(path) as f:
-        return json.load(f)
+        return RunResult.from_json(json.load(f))
 
 
 def benchmark() -> None:
@@ -68,10 +70,10 @@ def benchmark() -> None:
                 dataset="synthetic", synthetic_examples=FLAGS.examples, epochs=FLAGS.epochs,
                 batch_size=FLAGS.batch_size, verbose=0, workdir=os.path.join(tmp, label[:1]))
             metrics = training.run(config, strategy_override=strategy)
-            rows.append((label, metrics["global_batch_size"], metrics["train_images_per_second"]))
+            rows.append((label, metrics.global_batch_size, metrics.train_images_per_second))
         metrics = local_workers_metrics(os.path.join(tmp, "workers"))
-        rows.append(("2 local workers (MultiWorkerMirroredStrategy)", metrics["global_batch_size"],
-                     metrics["train_images_per_second"]))
+        rows.append(("2 local workers (MultiWorkerMirroredStrategy)", metrics.global_batch_size,
+                     metrics.train_images_per_second))
     print(f"LeNet, our BN (synchronized with >1 replica), {os.cpu_count()} CPU cores, "
           f"median epoch of {FLAGS.epochs}\n")
     print("| setup | global batch | training images/s | vs 1 replica |")

@@ -57,8 +57,8 @@ def main(argv: list[str]) -> None:
     del argv
     command = "python experiments/compare_bn.py " + " ".join(sys.argv[1:])
     out = report.conduct(selected_study(), FLAGS.output_dir, FLAGS.runs_dir, command)
-    print(tables.markdown_table(out["rows"], out["columns"]))
-    print(f"wrote {out['report']} ({out['wall_seconds']:.0f} s); TensorBoard: "
+    print(tables.markdown_table(out.rows, out.columns))
+    print(f"wrote {out.report} ({out.wall_seconds:.0f} s); TensorBoard: "
           f"tensorboard --logdir={report.runs_dir(selected_study(), FLAGS.runs_dir)}")
 
 

@@ -120,9 +120,9 @@ def run(workdir, model_path, name, base_dir, version, overwrite, fold_bn, datase
         reference = export.keras_logits(model, images)
         report["test_accuracy_before_recalibration"] = report["test_accuracy_keras"]
         report["test_accuracy_keras"] = float(np.mean(reference.argmax(-1) == labels))
-        report["recalibration"] = {"batches": info["batches"], "examples": info["examples"]}
-        print(f"BN statistics re-estimated over {info['batches']} training batches "
-              f"({info['examples']:,} images) for {len(info['layers'])} BN layers: test "
+        report["recalibration"] = {"batches": info.batches, "examples": info.examples}
+        print(f"BN statistics re-estimated over {info.batches} training batches "
+              f"({info.examples:,} images) for {len(info.layers)} BN layers: test "
               f"accuracy {report['test_accuracy_before_recalibration']:.4f} before, "
               f"{report['test_accuracy_keras']:.4f} after")
     if fold_bn:

@@ -47,17 +47,17 @@ def config_from_flags(f, stdout_is_terminal: bool | None = None) -> config_lib.T
 def main(argv: list[str]) -> None:
     del argv
     config = config_from_flags(FLAGS)
-    metrics = training.run(config)
-    if metrics["diverged"]:
+    result = training.run(config)
+    if result.diverged:
         raise UserError(f"training diverged (loss NaN/inf in epoch "
-                         f"{metrics['diverged_at_epoch'] + 1}); lower --learning_rate or use BN. "
-                         f"Results so far: {config.workdir}")
-    with_bn = metrics["bn_statistics"] is not None
-    for name, values in (metrics["test_variants"] or {}).items():
+                        f"{result.diverged_at_epoch + 1}); lower `learning_rate` or use BN. "
+                        f"Results so far: {config.workdir}")
+    with_bn = result.bn_statistics is not None
+    for name, score in (result.test_variants or {}).items():
         print(f"  test accuracy with {averaging.variant_label(name, with_bn)}: "
-              f"{values['test_accuracy']:.4f}")
-    print(f"test accuracy {metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.4f}, "
-          f"{metrics['train_images_per_second']:.0f} training images/s; "
+              f"{score.test_accuracy:.4f}")
+    print(f"test accuracy {result.test_accuracy:.4f}, test loss {result.test_loss:.4f}, "
+          f"{result.train_images_per_second:.0f} training images/s; "
           f"results in {config.workdir} (tensorboard --logdir={config.workdir}/tensorboard)")
 
 

@@ -18,6 +18,7 @@ cli.quiet_tensorflow()
 import json  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
+from typing import Any, NamedTuple  # noqa: E402
 
 from absl import flags  # noqa: E402
 
@@ -41,8 +42,16 @@ def define_flags() -> None:
     flags.DEFINE_integer("seed", 0, "Search seed.")
 
 
+class Tuned(NamedTuple):
+    """A search's trials (best first), its best configuration retrained, its report."""
+
+    rows: list[dict]
+    best: Any  # bn_keras.study.tuning.Retrained
+    report: str
+
+
 def run(tuner_kind, model, dataset, data_dir, max_trials, max_epochs, train_examples,
-        synthetic_examples, workdir, output_dir, seed) -> dict:
+        synthetic_examples, workdir, output_dir, seed) -> Tuned:
     from bn_keras import tables
     from bn_keras.locking import DirectoryLock
     from bn_keras.study import tuning
@@ -63,14 +72,14 @@ def run(tuner_kind, model, dataset, data_dir, max_trials, max_epochs, train_exam
     preamble = (f"# Hyperparameter search ({tuner_kind}, {model}, {dataset})\n\n"
                 f"Command: `python experiments/tune.py {' '.join(sys.argv[1:])}`\n\n"
                 "Tuned on the validation split. Best configuration, retrained and evaluated "
-                f"on the test split: `{json.dumps(best['hyperparameters'])}` -> test accuracy "
-                f"**{best['test_accuracy']:.4f}**.\n\n")
+                f"on the test split: `{json.dumps(best.hyperparameters)}` -> test accuracy "
+                f"**{best.result.test_accuracy:.4f}**.\n\n")
     md, _ = tables.write_table(rows, columns, output_dir, f"tune_{tuner_kind}_{model}_{dataset}",
                                preamble)
     print(tables.markdown_table(rows, columns))
-    print(f"best: {best['hyperparameters']} -> test accuracy {best['test_accuracy']:.4f}; "
+    print(f"best: {best.hyperparameters} -> test accuracy {best.result.test_accuracy:.4f}; "
           f"wrote {md}; TensorBoard HParams: tensorboard --logdir={workdir}/tensorboard")
-    return {"rows": rows, "best": best, "report": md}
+    return Tuned(rows, best, md)
 
 
 def main(argv):

@@ -55,8 +55,7 @@ def run(output_dir: str, steps: int, timing_iterations: int, quick: bool) -> lis
     import keras
 
     from bn_keras import environment, tables
-    from bn_keras.testing import harness
-    from bn_keras.testing import equivalence, layer_steps
+    from bn_keras.testing import equivalence, harness, layer_steps
 
     backend = keras.config.backend()
     device = harness.current().device_name()

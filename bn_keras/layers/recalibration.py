@@ -12,9 +12,9 @@ Keras backend, in Functional, Sequential and nested models.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 import keras
 import numpy as np
@@ -23,8 +23,18 @@ from bn_keras.errors import InvalidSetting
 from bn_keras.layers.batch_normalization import batch_norm_layers
 
 
+@dataclasses.dataclass(frozen=True)
+class Recalibration:
+    """What `recalibrate_batch_norm` used: batches and examples of the data, and the BN
+    layers whose statistics it re-estimated (by name)."""
+
+    batches: int
+    examples: int
+    layers: tuple[str, ...]
+
+
 def recalibrate_batch_norm(model: keras.Model, data, num_batches: int | None = None,
-                           batch_size: int = 32) -> dict[str, Any]:
+                           batch_size: int = 32) -> Recalibration:
     """Sets every trainable BN layer's moving mean and variance to the statistics the
     model's current weights give on `data`, changing no weight.
 
@@ -43,8 +53,8 @@ def recalibrate_batch_norm(model: keras.Model, data, num_batches: int | None = N
     `data`: what `fit` accepts, without augmentation (the training images, as they are):
     a tf.data.Dataset or any iterable of batches (`x` or `(x, y, ...)`), or an array
     (or a tuple whose first element is one) cut into batches of `batch_size`.
-    `num_batches`: the first N batches only (all by default). Returns what was used:
-    {"batches", "examples", "layers"}.
+    `num_batches`: the first N batches only (all by default). Returns what was used
+    (`Recalibration`).
     """
     layers = [layer for layer in batch_norm_layers(model) if layer.trainable]
     forward = _training_forward(model)
@@ -70,7 +80,7 @@ def recalibrate_batch_norm(model: keras.Model, data, num_batches: int | None = N
         layer.moving_variance.assign(variance.astype(np.float32))
         if getattr(layer, "renorm", False):
             layer.moving_stddev.assign(np.sqrt(variance + layer.epsilon).astype(np.float32))
-    return {"batches": batches, "examples": examples, "layers": [layer.name for layer in layers]}
+    return Recalibration(batches, examples, tuple(layer.name for layer in layers))
 
 
 @contextlib.contextmanager

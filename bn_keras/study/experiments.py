@@ -137,8 +137,8 @@ def get(name: str, quick: bool, data_dir: str | None = None, seeds: int | None =
         raise InvalidSetting(f"Unknown study={name!r}; expected one of {', '.join(STUDIES)}.")
     study = STUDIES[name](quick)
     # One tf.function call per loss window: the same training as one step per call
-    # (tests/study/test_study_runner.py), without Python's per-step overhead, which dominates LeNet at
-    # batch 10.
+    # (tests/study/test_study_runner.py), without Python's per-step overhead, which
+    # dominates LeNet at batch 10.
     base = dataclasses.replace(study.base, data_dir=data_dir,
                                steps_per_execution=study.loss_window)
     return dataclasses.replace(study, base=base, seeds=seeds or study.seeds)

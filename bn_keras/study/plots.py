@@ -11,19 +11,19 @@ from collections.abc import Sequence
 import numpy as np
 
 from bn_keras.plotting import axes, save_figure
-from bn_keras.study.runner import run_dir
+from bn_keras.study.runner import StudyRun, run_dir
 from bn_keras.study.statistics import by_arm
 from bn_keras.train.events import read_scalars
 
 
-def plot_loss_curves(results: Sequence[dict], path: str, title: str) -> str:
+def plot_loss_curves(results: Sequence[StudyRun], path: str, title: str) -> str:
     """Mean training loss per window, one line per arm with a min-max band over seeds."""
     fig, ax = axes()
     groups = by_arm(results)
     # Arms that train alike draw on top of each other: a line style each keeps them visible.
     for (name, runs), style in zip(groups.items(), ("-", "--", "-.", ":") * len(groups),
                                   strict=False):
-        curves = [np.asarray(r["loss_curve"]) for r in runs if r["loss_curve"]]
+        curves = [np.asarray(r.result.loss_curve) for r in runs if r.result.loss_curve]
         if not curves:
             continue
         length = min(len(c) for c in curves)
@@ -35,16 +35,16 @@ def plot_loss_curves(results: Sequence[dict], path: str, title: str) -> str:
     return save_figure(fig, ax, path, title, "mini-batch", "mean training loss of the window")
 
 
-def plot_metric_vs(results: Sequence[dict], x_key: str, path: str, title: str,
+def plot_metric_vs(results: Sequence[StudyRun], x_key: str, path: str, title: str,
                    log_x: bool = True) -> str:
     """Final test accuracy against an override (learning rate, batch size), one line per arm
     family."""
     fig, ax = axes()
     families: dict[str, dict[float, list[float]]] = {}
     for r in results:
-        family = r["arm"].rsplit("@", 1)[0]
-        accuracy = 0.1 if r["diverged"] else r["test_accuracy"]  # a diverged net is at chance
-        families.setdefault(family, {}).setdefault(r["overrides"][x_key], []).append(accuracy)
+        family = r.arm.rsplit("@", 1)[0]
+        accuracy = 0.1 if r.result.diverged else r.result.test_accuracy  # diverged: chance
+        families.setdefault(family, {}).setdefault(r.overrides[x_key], []).append(accuracy)
     for family, points in families.items():
         xs = sorted(points)
         means = [np.mean(points[x]) for x in xs]

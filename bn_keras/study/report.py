@@ -22,7 +22,7 @@ from typing import Any
 from bn_keras import environment, models, tables
 from bn_keras.study import evaluation, plots, statistics
 from bn_keras.study.experiments import Study
-from bn_keras.study.runner import run_dir, run_study
+from bn_keras.study.runner import StudyRun, run_dir, run_study
 from bn_keras.train import training
 
 
@@ -31,7 +31,7 @@ class Report:
     """What the sections of one study's report build together."""
 
     study: Study
-    results: list[dict[str, Any]]
+    results: list[StudyRun]
     rows: list[dict[str, Any]]  # the summary table, one row per arm
     runs_dir: str  # where the study's runs keep their workdirs
     output_dir: str
@@ -68,7 +68,7 @@ def tutorial_check_section(report: Report) -> None:
     groups = statistics.by_arm(report.results)
     for row in report.rows:
         for epoch in (5, 10):
-            if all(len(r["test_accuracy_per_epoch"]) >= epoch for r in groups[row["arm"]]):
+            if all(len(r.result.test_accuracy_per_epoch) >= epoch for r in groups[row["arm"]]):
                 row[f"test_acc_epoch_{epoch}"] = report.epoch_rows[epoch - 1][
                     f"{row['arm']} test acc"]
     if report.study.seeds > 1:
@@ -76,7 +76,7 @@ def tutorial_check_section(report: Report) -> None:
             ("keras_bn", "our_bn"), ("no_bn", "tutorial_as_written"))]
 
 
-def agreement_text(results: list[dict], first: str, second: str) -> str:
+def agreement_text(results: list[StudyRun], first: str, second: str) -> str:
     """One paragraph: do two arms agree within seed noise (statistics.agreement)?"""
     a = statistics.agreement(results, first, second)
     if a["identical"]:
@@ -175,11 +175,22 @@ def progress(study: Study, runs_root: str) -> str:
             f"done in {directory} (the run in progress keeps its completed epochs)")
 
 
-def conduct(study: Study, output_dir: str, runs_root: str, command: str) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class Conducted:
+    """A study carried out: its summary table, its runs, where its report went, how long
+    it took."""
+
+    rows: list[dict[str, Any]]
+    columns: list[str]
+    results: list[StudyRun]
+    report: str
+    wall_seconds: float
+
+
+def conduct(study: Study, output_dir: str, runs_root: str, command: str) -> Conducted:
     """Trains the study's runs (or reads them back from `runs_root`) and writes its report.
 
-    `command` is the command line the report quotes. Returns the summary rows, the run
-    results, the report's path and the wall time.
+    `command` is the command line the report quotes.
     """
     start = time.perf_counter()
     directory = runs_dir(study, runs_root)
@@ -200,9 +211,8 @@ def conduct(study: Study, output_dir: str, runs_root: str, command: str) -> dict
                 f"{base.train_examples or 45000}, seeds={study.seeds}; real CIFAR-10, test split "
                 f"for the accuracies. Wall time of this invocation: {wall:.0f} s "
                 f"(cached runs are not re-trained); training and evaluation time summed over "
-                f"the {len(results)} runs: {sum(r['wall_seconds'] for r in results):.0f} s.\n\n")
+                f"the {len(results)} runs: {sum(r.wall_seconds for r in results):.0f} s.\n\n")
     body = "".join(f"\n![{os.path.basename(p)}]({os.path.basename(p)})\n" for p in report.plots)
     md, _ = tables.write_table(report.rows, columns, output_dir, report.stem, preamble,
                                postscript="".join(report.text) + body)
-    return {"rows": report.rows, "columns": columns, "results": results, "report": md,
-            "wall_seconds": wall}
+    return Conducted(report.rows, columns, results, md, wall)

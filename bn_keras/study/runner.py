@@ -23,9 +23,34 @@ from bn_keras import atomic
 from bn_keras.errors import InvalidSetting
 from bn_keras.train import distribute, training
 from bn_keras.train.config import RESUMABLE_FIELDS, TrainConfig, differences
+from bn_keras.train.results import RunResult
 from bn_keras.train.workdir import Workdir
 
 log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class StudyRun:
+    """One finished run of a study: its arm and seed, its settings, and its RunResult.
+    Kept as the run's study_result.json: the RunResult's fields, flat, beside the rest."""
+
+    arm: str
+    seed: int
+    overrides: dict[str, Any]
+    config: dict[str, Any]
+    result: RunResult
+    wall_seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"arm": self.arm, "seed": self.seed, "overrides": self.overrides,
+                "config": self.config, **self.result.to_json(),
+                "wall_seconds": self.wall_seconds,
+                "test_accuracy_per_epoch": self.result.test_accuracy_per_epoch}
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> StudyRun:
+        return cls(value["arm"], value["seed"], value["overrides"], value.get("config") or {},
+                   RunResult.from_json(value), value["wall_seconds"])
 
 
 @dataclasses.dataclass(frozen=True, init=False)
@@ -50,8 +75,8 @@ def run_dir(study_dir: str, arm_name: str, seed: int, *parts: str) -> str:
 
 
 def run_study(arms: Sequence[Arm], seeds: Sequence[int], base: TrainConfig,
-              study_dir: str, loss_every: int = 500) -> list[dict[str, Any]]:
-    """Trains every arm with every seed; returns one result dict per run (cached on disk).
+              study_dir: str, loss_every: int = 500) -> list[StudyRun]:
+    """Trains every arm with every seed; returns one StudyRun per run (cached on disk).
 
     Each run records the mean training loss of every `loss_every` steps and the test
     accuracy after every epoch. A run's `study_result.json`, written last and
@@ -70,7 +95,8 @@ def run_study(arms: Sequence[Arm], seeds: Sequence[int], base: TrainConfig,
         config = arm.config(base, seed, workdir)
         cached = atomic.read_json(result_path)
         if cached is not None:
-            changed = set(differences(cached.get("config") or {}, config)) - set(RESUMABLE_FIELDS)
+            cached = StudyRun.from_json(cached)
+            changed = set(differences(cached.config, config)) - set(RESUMABLE_FIELDS)
             if changed:
                 raise InvalidSetting(f"{workdir} holds a result of other settings "
                                      f"({', '.join(sorted(changed))}); remove it or choose "
@@ -81,15 +107,17 @@ def run_study(arms: Sequence[Arm], seeds: Sequence[int], base: TrainConfig,
         log.info("[%d/%d] %s seed %d", i, len(runs), arm.name, seed)
         start = time.perf_counter()
         # Killed after training but before the result was written: the run is complete.
-        metrics = Workdir(workdir).read_final() or training.run(
+        finished = Workdir(workdir).read_final()
+        recorded = Workdir(workdir).read_config() or {}
+        if finished is not None and set(differences(recorded, config)) - set(RESUMABLE_FIELDS):
+            finished = None  # a finished run of other settings: Workdir.check refuses it
+        result = finished or training.run(
             config, datasets_override=training.make_datasets(config, splits=splits(config)))
-        result = {"arm": arm.name, "seed": seed, "overrides": dict(arm.overrides),
-                  "config": dataclasses.asdict(config), **metrics,
-                  "wall_seconds": time.perf_counter() - start,
-                  "test_accuracy_per_epoch": [row["test_accuracy"] for row in metrics["history"]]}
+        run = StudyRun(arm.name, seed, dict(arm.overrides), dataclasses.asdict(config), result,
+                       time.perf_counter() - start)
         write_hparams(os.path.join(workdir, "tensorboard", "hparams"), arm, config, result)
-        atomic.write_json(result_path, result, indent=1)
-        results.append(result)
+        atomic.write_json(result_path, run.to_json(), indent=1)
+        results.append(run)
     return results
 
 
@@ -110,7 +138,7 @@ class _SplitsOnce:
         return self._loaded[key]
 
 
-def write_hparams(logdir: str, arm: Arm, config: TrainConfig, result: dict) -> None:
+def write_hparams(logdir: str, arm: Arm, config: TrainConfig, result: RunResult) -> None:
     """One HParams-dashboard entry: the run's settings and its final metrics."""
     from tensorboard.plugins.hparams import api as hp
 
@@ -121,7 +149,7 @@ def write_hparams(logdir: str, arm: Arm, config: TrainConfig, result: dict) -> N
                "virtual_batch_size": config.virtual_batch_size or 0, "renorm": config.renorm}
     with tf.summary.create_file_writer(logdir).as_default():
         hp.hparams(hparams)
-        tf.summary.scalar("test_accuracy", result["test_accuracy"], step=0)
-        tf.summary.scalar("test_loss", result["test_loss"], step=0)
-        best = max(result["test_accuracy_per_epoch"] or [result["test_accuracy"]])
+        tf.summary.scalar("test_accuracy", result.test_accuracy, step=0)
+        tf.summary.scalar("test_loss", result.test_loss, step=0)
+        best = max(result.test_accuracy_per_epoch or [result.test_accuracy])
         tf.summary.scalar("best_test_accuracy", best, step=0)

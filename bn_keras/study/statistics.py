@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from bn_keras.study.runner import StudyRun
+
 
 def epochs_to_reach(accuracies: Sequence[float], threshold: float) -> int | None:
     """1-based epoch at which test accuracy first reaches `threshold` (None: never)."""
@@ -27,28 +29,30 @@ def mean_std(values: Sequence[float]) -> str:
     return text + (f" (n={len(finite)})" if len(finite) < len(values) else "")
 
 
-def by_arm(results: Sequence[dict]) -> dict[str, list[dict]]:
+def by_arm(results: Sequence[StudyRun]) -> dict[str, list[StudyRun]]:
     """The runs of each arm, arms in the order they first appear."""
-    groups: dict[str, list[dict]] = {}
+    groups: dict[str, list[StudyRun]] = {}
     for r in results:
-        groups.setdefault(r["arm"], []).append(r)
+        groups.setdefault(r.arm, []).append(r)
     return groups
 
 
-def summarize(results: Sequence[dict], thresholds: Sequence[float] = (0.4, 0.5)) -> list[dict]:
+def summarize(results: Sequence[StudyRun], thresholds: Sequence[float] = (0.4, 0.5)
+              ) -> list[dict]:
     """One row per arm: final/best test accuracy (mean ± std over seeds), epochs to thresholds."""
     rows = []
     for name, runs in by_arm(results).items():
+        results_ = [r.result for r in runs]
         row = {"arm": name, "seeds": len(runs),
-               "final_test_accuracy": mean_std([r["test_accuracy"] for r in runs]),
+               "final_test_accuracy": mean_std([r.test_accuracy for r in results_]),
                "best_test_accuracy": mean_std(
-                   [max(r["test_accuracy_per_epoch"] or [r["test_accuracy"]]) for r in runs]),
+                   [max(r.test_accuracy_per_epoch or [r.test_accuracy]) for r in results_]),
                "final_train_loss": mean_std(
-                   [r["loss_curve"][-1][1] if r["loss_curve"] else None for r in runs]),
-               "diverged_runs": sum(bool(r["diverged"]) for r in runs),
-               "train_images_per_s": mean_std([r["train_images_per_second"] for r in runs])}
+                   [r.loss_curve[-1].loss if r.loss_curve else None for r in results_]),
+               "diverged_runs": sum(r.diverged for r in results_),
+               "train_images_per_s": mean_std([r.train_images_per_second for r in results_])}
         for t in thresholds:
-            reached = [epochs_to_reach(r["test_accuracy_per_epoch"], t) for r in runs]
+            reached = [epochs_to_reach(r.test_accuracy_per_epoch, t) for r in results_]
             row[f"epochs_to_{int(t * 100)}%"] = (
                 "never" if all(e is None for e in reached) else
                 ", ".join("-" if e is None else str(e) for e in reached))
@@ -56,29 +60,30 @@ def summarize(results: Sequence[dict], thresholds: Sequence[float] = (0.4, 0.5))
     return rows
 
 
-def per_epoch_rows(results: Sequence[dict]) -> list[dict]:
+def per_epoch_rows(results: Sequence[StudyRun]) -> list[dict]:
     """Epoch x arm: test accuracy after the epoch and mean training loss during it (mean ± std).
 
     The loss is the mean of the epoch's loss windows, the tutorial's printed numbers
     averaged per epoch.
     """
     groups = by_arm(results)
-    epochs = max((len(r["test_accuracy_per_epoch"]) for r in results), default=0)
+    epochs = max((len(r.result.test_accuracy_per_epoch) for r in results), default=0)
     rows = []
     for epoch in range(1, epochs + 1):
         row: dict[str, Any] = {"epoch": epoch}
         for name, runs in groups.items():
+            per_epoch = [r.result.test_accuracy_per_epoch for r in runs]
             row[f"{name} test acc"] = mean_std([
-                r["test_accuracy_per_epoch"][epoch - 1] if len(r["test_accuracy_per_epoch"])
-                >= epoch else None for r in runs])
-            windows = [[p[1] for p in r["loss_curve"] if p[2] == epoch] for r in runs]
+                accuracies[epoch - 1] if len(accuracies) >= epoch else None
+                for accuracies in per_epoch])
+            windows = [[p.loss for p in r.result.loss_curve if p.epoch == epoch] for r in runs]
             row[f"{name} train loss"] = mean_std([float(np.mean(w)) if w else None
                                                   for w in windows])
         rows.append(row)
     return rows
 
 
-def agreement(results: Sequence[dict], first: str, second: str) -> dict[str, Any]:
+def agreement(results: Sequence[StudyRun], first: str, second: str) -> dict[str, Any]:
     """Do two arms agree within seed noise? Final test accuracy and loss curves compared.
 
     A rough noise check, not a significance test (3 seeds are too few for one): the
@@ -88,18 +93,18 @@ def agreement(results: Sequence[dict], first: str, second: str) -> dict[str, Any
     """
     groups = by_arm(results)
     runs = {n: groups.get(n, []) for n in (first, second)}
-    a, b = (np.array([r["test_accuracy"] for r in runs[n]]) for n in (first, second))
+    a, b = (np.array([r.result.test_accuracy for r in runs[n]]) for n in (first, second))
     difference = float(a.mean() - b.mean())
     two_se = (float(2 * np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)))
               if min(len(a), len(b)) > 1 else float("nan"))
-    curves = {n: [np.asarray([p[1] for p in r["loss_curve"]], dtype=float) for r in runs[n]]
-              for n in runs}
+    curves = {n: [np.asarray([p.loss for p in r.result.loss_curve], dtype=float)
+                  for r in runs[n]] for n in runs}
     length = min(len(c) for n in curves for c in curves[n])
     stacked = [np.stack([c[:length] for c in curves[n]]) for n in (first, second)]
     identical = bool(np.array_equal(a, b) and all(
         len(x) == len(y) and np.array_equal(x, y)
         for x, y in zip(curves[first], curves[second], strict=False))
-        and all(x["test_accuracy_per_epoch"] == y["test_accuracy_per_epoch"]
+        and all(x.result.test_accuracy_per_epoch == y.result.test_accuracy_per_epoch
                 for x, y in zip(runs[first], runs[second], strict=False)))
     gap = np.abs(stacked[0].mean(0) - stacked[1].mean(0))
     spread = np.maximum(np.ptp(stacked[0], axis=0), np.ptp(stacked[1], axis=0))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import warnings
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 import keras_tuner
@@ -16,6 +16,7 @@ import keras_tuner
 from bn_keras.errors import InvalidSetting
 from bn_keras.train import training
 from bn_keras.train.config import TrainConfig
+from bn_keras.train.results import RunResult
 
 TUNERS = ("hyperband", "bayesian", "random")
 
@@ -95,10 +96,17 @@ def search(tuner: keras_tuner.Tuner, epochs: int, logdir: str) -> list[dict[str,
     return rows
 
 
-def retrain_best(tuner: keras_tuner.Tuner, workdir: str, epochs: int) -> dict[str, Any]:
+class Retrained(NamedTuple):
+    """The best configuration of a search, trained from scratch: its hyperparameters and
+    its run's result (test accuracy on the test split)."""
+
+    hyperparameters: dict[str, Any]
+    result: RunResult
+
+
+def retrain_best(tuner: keras_tuner.Tuner, workdir: str, epochs: int) -> Retrained:
     """Trains the best configuration from scratch and evaluates it on the test split."""
     best_hp = tuner.get_best_hyperparameters(1)[0]
     config = dataclasses.replace(tuner.hypermodel.trial_config(best_hp), epochs=epochs,
                                  workdir=os.path.join(workdir, "best_retrained"))
-    metrics = training.run(config)
-    return {"hyperparameters": best_hp.values, **metrics}
+    return Retrained(best_hp.values, training.run(config))

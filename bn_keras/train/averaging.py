@@ -25,6 +25,8 @@ import keras
 
 from bn_keras import keras_compat
 from bn_keras.layers import batch_norm_layers, recalibrate_batch_norm
+from bn_keras.layers.recalibration import Recalibration
+from bn_keras.train.results import TestScore
 
 
 class EvaluatedWeights:
@@ -48,7 +50,7 @@ class EvaluatedWeights:
         unique = {id(v): v for v in variables}
         return list(unique.values())
 
-    def apply(self) -> dict[str, Any] | None:
+    def apply(self) -> Recalibration | None:
         """Puts the evaluated weights in; returns what recalibration used, if it ran."""
         if self.use_average:
             for variable, average in keras_compat.optimizer_averages(self.model.optimizer):
@@ -113,7 +115,8 @@ def variant_label(name: str, with_bn: bool = True) -> str:
     return f"{weights}, {statistics}" if with_bn else weights
 
 
-def evaluate_variants(model: keras.Model, evaluated: EvaluatedWeights, test) -> dict[str, dict]:
+def evaluate_variants(model: keras.Model, evaluated: EvaluatedWeights, test
+                      ) -> dict[str, TestScore]:
     """Test loss and accuracy of the trained weights with their moving statistics and, as
     they apply, with re-estimated statistics, of the averaged weights with the trained
     weights' statistics (what Keras' use_ema gives), and with re-estimated ones."""
@@ -122,7 +125,7 @@ def evaluate_variants(model: keras.Model, evaluated: EvaluatedWeights, test) -> 
     def measure(name: str, use_average: bool, batches: int) -> None:
         with EvaluatedWeights(model, use_average, batches, evaluated.data).swapped_in():
             loss, accuracy = model.evaluate(test, verbose=0)
-        variants[name] = {"test_loss": float(loss), "test_accuracy": float(accuracy)}
+        variants[name] = TestScore(float(loss), float(accuracy))
 
     has_bn = bool(batch_norm_layers(model))
     measure("trained_weights_moving_statistics", False, 0)

@@ -37,6 +37,7 @@ import tensorflow as tf
 
 from bn_keras.train import diagnostics
 from bn_keras.train.events import SummaryWriters
+from bn_keras.train.results import LossPoint
 from bn_keras.train.workdir import Workdir
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ class LearningRateLog(EpochCallback):
 class LossEveryN(EpochCallback):
     """Mean training loss over each window of `n` steps, as the tutorial printed it.
 
-    `points` holds (global step, window mean, 1-based epoch). Windows restart every
+    `points` holds LossPoints (global step, window mean, 1-based epoch). Windows restart every
     epoch, like the tutorial's running loss; an epoch's tail shorter than `n` is not
     reported. Keras reports every `steps_per_execution`-th step; a window ends at the
     first report at or after `n` steps (so windows are exact when it divides `n`).
@@ -120,17 +121,17 @@ class LossEveryN(EpochCallback):
         super().__init__()
         self.n = n
         self.writers = writers
-        self.points: list[tuple[int, float, int]] = []
+        self.points: list[LossPoint] = []
 
     def get_state(self):
         return self.points
 
     def set_state(self, state):
-        self.points = [tuple(p) for p in state or []]
+        self.points = [LossPoint(*p) for p in state or []]
 
     def on_epoch_begin(self, epoch, logs=None):
         super().on_epoch_begin(epoch, logs)
-        self.points = [p for p in self.points if p[2] <= epoch]  # a resumed epoch starts clean
+        self.points = [p for p in self.points if p.epoch <= epoch]  # a resumed epoch: clean
         self._epoch_sum, self._epoch_steps = 0.0, 0
         self._window_sum, self._window_count = 0.0, 0
 
@@ -143,11 +144,11 @@ class LossEveryN(EpochCallback):
         self._window_count += steps - self._epoch_steps
         self._epoch_sum, self._epoch_steps = epoch_sum, steps
         if self._window_count >= self.n:
-            point = (self.global_step(steps), self._window_sum / self._window_count,
-                     self.epoch + 1)
+            point = LossPoint(self.global_step(steps), self._window_sum / self._window_count,
+                              self.epoch + 1)
             self.points.append(point)
             if self.writers is not None:
-                self.writers.scalars("train", point[0], {"batch_loss": point[1]})
+                self.writers.scalars("train", point.step, {"batch_loss": point.loss})
             self._window_sum, self._window_count = 0.0, 0
 
 

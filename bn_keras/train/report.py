@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from bn_keras import atomic, environment, plotting, tables
+from bn_keras.errors import NotFound
 from bn_keras.train import averaging
+from bn_keras.train.results import RunResult
 from bn_keras.train.workdir import Workdir
 
 COLUMNS = ["epoch", "learning_rate", "loss", "accuracy", "val_accuracy", "test_accuracy",
@@ -33,9 +35,10 @@ def write(workdir: str, output_dir: str, name: str, command: str,
     w = Workdir(workdir)
     final = w.read_final()
     config = atomic.read_json(w.config)
-    history = final["history"] if final else (w.latest().history if config else [])
+    history = final.history if final else (w.latest().history if config else [])
     if not history:
-        raise FileNotFoundError(f"{workdir!r} holds no completed epoch of a run.")
+        raise NotFound(f"{workdir!r} holds no completed epoch of a run (is it a training "
+                       "work directory?).")
     rows = [_row(r) for r in history]
     os.makedirs(output_dir, exist_ok=True)
     png = plot_run_curves(history, os.path.join(output_dir, f"{name}.png"),
@@ -48,11 +51,11 @@ def write(workdir: str, output_dir: str, name: str, command: str,
         "evaluation included. ")
     if final:
         outcome = (
-            f"Test accuracy after the last epoch: **{final['test_accuracy']:.4f}** "
-            f"(test loss {final['test_loss']:.4f}); training images/s, median of the epochs "
-            f"after the first: {final['train_images_per_second']:.0f}"
-            + (f"; the run diverged in epoch {final['diverged_at_epoch'] + 1}"
-               if final["diverged"] else "") + ".")
+            f"Test accuracy after the last epoch: **{final.test_accuracy:.4f}** "
+            f"(test loss {final.test_loss:.4f}); training images/s, median of the epochs "
+            f"after the first: {final.train_images_per_second:.0f}"
+            + (f"; the run diverged in epoch {final.diverged_at_epoch + 1}"
+               if final.diverged else "") + ".")
     else:
         last = history[-1]
         test = last.get("test_accuracy")
@@ -61,7 +64,7 @@ def write(workdir: str, output_dir: str, name: str, command: str,
             "(the same command resumes it exactly)"
             + ("" if test is None else
                f"; test accuracy after epoch {len(history)}: **{test:.4f}**") + ".")
-    measured_on = (final or {}).get("measured_on") or environment.summary()
+    measured_on = (final and final.measured_on) or environment.summary()
     preamble = (
         f"# {name}\n\nCommand: `{command}`\n\n{wall}{outcome}\n\n"
         f"Measured on: {measured_on}.\n\n{_variants_text(final)}"
@@ -72,7 +75,7 @@ def write(workdir: str, output_dir: str, name: str, command: str,
                                + _serving_text(export))
     atomic.write_json(os.path.join(output_dir, f"{name}.json"), {
         "command": command, "finished": final is not None, "epochs": len(history),
-        "test_accuracy": final["test_accuracy"] if final else history[-1].get("test_accuracy"),
+        "test_accuracy": final.test_accuracy if final else history[-1].get("test_accuracy"),
         "wall_seconds": wall_seconds, "measured_on": measured_on,
         "served_test_accuracy": (export or {}).get("served", {}).get("test_accuracy")})
     return md
@@ -102,22 +105,22 @@ def _serving_text(export: dict[str, Any] | None) -> str:
             + tables.markdown_table(rows, list(rows[0])))
 
 
-def _variants_text(final: dict[str, Any] | None) -> str:
+def _variants_text(final: RunResult | None) -> str:
     """The final test with each of the weights the run could keep (EMA, re-estimated BN
     statistics), where it measured them."""
-    variants = (final or {}).get("test_variants")
+    variants = final and final.test_variants
     if not variants:
         return ""
-    with_bn = final.get("bn_statistics") is not None
-    lines = [f"- {averaging.variant_label(k, with_bn)}: {variants[k]['test_accuracy']:.4f} "
-             f"(loss {variants[k]['test_loss']:.4f})"
+    with_bn = final.bn_statistics is not None
+    lines = [f"- {averaging.variant_label(k, with_bn)}: {variants[k].test_accuracy:.4f} "
+             f"(loss {variants[k].test_loss:.4f})"
              for k in averaging.VARIANTS if k in variants]
-    recalibration = final.get("recalibration")
+    recalibration = final.recalibration
     how = ("" if not recalibration else
-           f" (statistics re-estimated over {recalibration['batches']} unaugmented training "
-           f"batches, {recalibration['examples']:,} images)")
-    kept = (f"the {final['evaluated_weights']} weights with {final['bn_statistics']} BN "
-            f"statistics{how}" if with_bn else f"the {final['evaluated_weights']} weights")
+           f" (statistics re-estimated over {recalibration.batches} unaugmented training "
+           f"batches, {recalibration.examples:,} images)")
+    kept = (f"the {final.evaluated_weights} weights with {final.bn_statistics} BN "
+            f"statistics{how}" if with_bn else f"the {final.evaluated_weights} weights")
     return (f"The run keeps {kept}. Test accuracy after the last epoch "
             "with each:\n\n" + "\n".join(lines) + "\n\n")
 

@@ -1,4 +1,4 @@
-"""Training: `run(config) -> metrics`, everything a run writes under `config.workdir`.
+"""Training: `run(config) -> RunResult`, everything a run writes under `config.workdir`.
 
 The recipe: check the configuration and the work directory (nothing is
 written before both pass), build the data and the model, restore the last
@@ -18,7 +18,6 @@ import logging
 import statistics
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import keras
 import tensorflow as tf
@@ -34,6 +33,7 @@ from bn_keras.train.config import TrainConfig
 from bn_keras.train.events import SummaryWriters
 from bn_keras.train.losses import make_loss
 from bn_keras.train.optimizers import make_optimizer
+from bn_keras.train.results import Recalibrated, RunResult
 from bn_keras.train.resume import EpochCommit, OneEpochPerFit
 from bn_keras.train.workdir import Resume, Workdir, worker_scratch
 
@@ -189,8 +189,9 @@ def get_callbacks(config: TrainConfig, workdir: Workdir, writers: SummaryWriters
 
 def run(config: TrainConfig, datasets_override: Pipelines | None = None,
         strategy_override: tf.distribute.Strategy | None = None,
-        extra_callbacks: list[keras.callbacks.Callback] | None = None) -> dict[str, Any]:
-    """Trains and evaluates one model; returns the final metrics.
+        extra_callbacks: list[keras.callbacks.Callback] | None = None) -> RunResult:
+    """Trains and evaluates one model; returns its RunResult (also kept as the workdir's
+    final_metrics.json).
 
     `datasets_override` (pipelines of global batches) and `strategy_override` let tests
     and other programs supply their own; `extra_callbacks` join the run's
@@ -295,41 +296,28 @@ def _train(config, datasets_override, strategy, extra_callbacks, workdir, resume
     history = run_callbacks.commit.history
     val = [row["val_accuracy"] for row in history if "val_accuracy" in row]
     speeds = [row["images_per_second"] for row in history]
-    metrics = {
-        "test_loss": float(test_loss),
-        "test_accuracy": float(test_accuracy),
-        "epochs": config.epochs,
-        "final_val_accuracy": val[-1] if val else None,
-        "best_val_accuracy": max(val) if val else None,
-        "epochs_run_this_session": len(history) - resume.epoch,
-        "train_seconds_this_session": train_seconds,
-        # Steady state: the first epoch also traces the training function.
-        "train_images_per_second": statistics.median(speeds[1:] or speeds) if speeds else None,
-        "diverged": nan_guard.diverged_at is not None,
-        "diverged_at_epoch": None if nan_guard.diverged_at is None else nan_guard.diverged_at[0],
-        "replicas": replicas,
-        "global_batch_size": global_batch,
-        # The threads TensorFlow ran with (0: its default): numbers depend on them.
-        "tensorflow_threads": tf.config.threading.get_intra_op_parallelism_threads(),
-        "num_params": int(model.count_params()),
-        "measured_on": environment.summary(),  # CPU, cores, versions, date
-        # Several workers: whether they all ended with the same weights (they must).
-        "workers_agree": (distribute.workers_agree(model, strategy) if isinstance(
+    result = RunResult(
+        test_loss=float(test_loss), test_accuracy=float(test_accuracy), epochs=config.epochs,
+        history=history, loss_curve=run_callbacks.loss_every_n.points,
+        final_val_accuracy=val[-1] if val else None, best_val_accuracy=max(val) if val else None,
+        epochs_run_this_session=len(history) - resume.epoch,
+        train_seconds_this_session=train_seconds,
+        train_images_per_second=statistics.median(speeds[1:] or speeds) if speeds else None,
+        diverged=nan_guard.diverged_at is not None,
+        diverged_at_epoch=None if nan_guard.diverged_at is None else nan_guard.diverged_at[0],
+        replicas=replicas, global_batch_size=global_batch,
+        tensorflow_threads=tf.config.threading.get_intra_op_parallelism_threads(),
+        num_params=int(model.count_params()), measured_on=environment.summary(),
+        workers_agree=(distribute.workers_agree(model, strategy) if isinstance(
             strategy, tf.distribute.MultiWorkerMirroredStrategy) and replicas > 1 else None),
-        # What the final model, its test and checkpoints hold: the trained weights or their
-        # EMA, BN's moving statistics or re-estimated ones (`recalibration`: how), and the
-        # test with each (bn_keras.train.averaging.evaluate_variants).
-        "evaluated_weights": "averaged" if evaluated.use_average else "trained",
-        # None: the model has no BN layer.
-        "bn_statistics": (None if not batch_norm_layers(model) else
-                          "re-estimated" if recalibration else "moving"),
-        "recalibration": recalibration and {k: recalibration[k] for k in ("batches", "examples")},
-        "test_variants": variants,
-        "history": history,
-        "loss_curve": run_callbacks.loss_every_n.points,
-    }
+        evaluated_weights="averaged" if evaluated.use_average else "trained",
+        bn_statistics=(None if not batch_norm_layers(model) else
+                       "re-estimated" if recalibration else "moving"),
+        recalibration=recalibration and Recalibrated(recalibration.batches,
+                                                     recalibration.examples),
+        test_variants=variants)
     if nan_guard.diverged_at is not None:
         log.warning("training diverged: the loss became NaN/inf in %s (try a lower learning "
                     "rate, or BN)", nan_guard.describe())
-    workdir.finish(model, metrics)
-    return metrics
+    workdir.finish(model, result)
+    return result

@@ -58,6 +58,7 @@ from bn_keras.errors import (
 from bn_keras.locking import DirectoryLock
 from bn_keras.train.config import TrainConfig, resume_conflicts
 from bn_keras.train.events import prune_events
+from bn_keras.train.results import RunResult
 
 log = logging.getLogger(__name__)
 
@@ -147,18 +148,26 @@ class Workdir:
             raise DamagedFile(e.path, e.reason, "the run's settings are unknown: put the "
                               "file back, or choose another `workdir`") from None
 
-    def read_final(self) -> dict[str, Any] | None:
-        """final_metrics.json of a finished run (None if unfinished), epochs numbered from 1.
-        A damaged one counts as missing, with a log line: the run is finished again."""
+    def read_final(self) -> RunResult | None:
+        """The RunResult of a finished run (final_metrics.json; None if unfinished), epochs
+        numbered from 1. A damaged one counts as missing, with a log line: the run is
+        finished again."""
         try:
             final = atomic.read_json(self.final_metrics, kind=dict)
+            if final is None:
+                return None
+            result = RunResult.from_json(final)
         except DamagedFile as e:
             log.warning("note: %s is damaged (%s); the run's last step (test evaluation, "
                         "final files) runs again.", e.path, e.reason)
             return None
-        if final is not None:
-            final["history"] = numbered_from_one(final.get("history", []))
-        return final
+        except (KeyError, TypeError, ValueError) as e:
+            log.warning("note: %s is damaged (it is not a run's result: %s); the run's last "
+                        "step (test evaluation, final files) runs again.", self.final_metrics,
+                        e)
+            return None
+        result.history = numbered_from_one(result.history)
+        return result
 
     def check(self, config: TrainConfig) -> Resume:
         """Where `config` starts in this directory; raises, writing nothing, if it cannot.
@@ -177,7 +186,7 @@ class Workdir:
             raise InvalidSetting(f"workdir {self.path!r}: {conflict}; resume it with the same "
                                  "flags or choose another `workdir`.")
         finished = self.read_final()
-        if finished is not None and finished.get("epochs") == config.epochs:
+        if finished is not None and finished.epochs == config.epochs:
             raise AlreadyExists(
                 f"workdir {self.path!r} already holds a finished run of {config.epochs} epochs; "
                 "choose another `workdir`, or raise `epochs` to train it further.")
@@ -246,11 +255,11 @@ class Workdir:
         with atomic.replacing(path) as tmp, self.writing(path, tmp):
             model.save(tmp)
 
-    def finish(self, model: keras.Model, metrics: dict[str, Any]) -> None:
+    def finish(self, model: keras.Model, result: RunResult) -> None:
         """The final model, then final_metrics.json, the mark of a finished run."""
         self.save_model(model, self.final_model)
         with self.writing(self.final_metrics):
-            atomic.write_json(self.final_metrics, metrics)
+            atomic.write_json(self.final_metrics, result.to_json())
 
     @contextlib.contextmanager
     def writing(self, path: str, tmp: str | None = None) -> Iterator[None]:

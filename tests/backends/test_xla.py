@@ -84,7 +84,7 @@ def test_every_model_and_bn_mode_trains_with_xla(tmp_path, overrides):
     recorder = RecordsJit()
     metrics = training.run(_config(tmp_path, **overrides), extra_callbacks=[recorder])
     assert recorder.jit_compile is True  # XLA really ran
-    assert np.isfinite(metrics["test_loss"])
+    assert np.isfinite(metrics.test_loss)
 
 
 @pytest.mark.slow
@@ -96,15 +96,15 @@ def test_xla_runs_repeat_to_the_last_digit_and_keep_exact_resume(tmp_path, stop_
     with pytest.raises(KeyboardInterrupt):
         training.run(stopped, extra_callbacks=[stop_at(1, 3)])
     resumed = training.run(stopped)
-    assert resumed["epochs_run_this_session"] == 1
+    assert resumed.epochs_run_this_session == 1
     assert _results(resumed) == _results(first)
 
 
 def _results(metrics):
     """Every number of a run but its timings."""
     history = [{k: v for k, v in row.items() if k not in ("images_per_second", "epoch_seconds")}
-               for row in metrics["history"]]
-    return history, metrics["test_loss"], metrics["test_accuracy"], metrics["loss_curve"]
+               for row in metrics.history]
+    return history, metrics.test_loss, metrics.test_accuracy, metrics.loss_curve
 
 
 @pytest.mark.slow
@@ -117,7 +117,7 @@ def test_static_batches_as_on_a_tpu_compile_and_train(tmp_path):
     assert data.train.steps_per_epoch == 6
     recorder = RecordsJit()
     metrics = training.run(config, datasets_override=data, extra_callbacks=[recorder])
-    assert recorder.jit_compile is True and np.isfinite(metrics["test_loss"])
+    assert recorder.jit_compile is True and np.isfinite(metrics.test_loss)
 
 
 def test_xla_with_several_mirrored_replicas_is_refused_before_writing(tmp_path,

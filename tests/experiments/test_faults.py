@@ -105,7 +105,7 @@ def test_a_damaged_newest_commit_falls_back_to_the_one_before(stopped, reference
             data[len(data) // 2] ^= 0xFF  # one bit pattern changed: still a valid HDF5 file
         weights.write_bytes(bytes(data))
     metrics = training.run(_config(stopped))
-    assert metrics["epochs_run_this_session"] == 2  # epochs 2 and 3, from epoch 1's commit
+    assert metrics.epochs_run_this_session == 2  # epochs 2 and 3, from epoch 1's commit
     assert "resuming from the epoch committed before it" in caplog.text
     assert _results(stopped) == reference[0]
 
@@ -145,7 +145,7 @@ def test_a_damaged_final_metrics_finishes_the_run_again(reference, tmp_path, cap
     training.run(_config(finished, epochs=1))
     (finished / "final_metrics.json").write_text('{"test_acc')
     metrics = training.run(_config(finished, epochs=1))
-    assert metrics["epochs_run_this_session"] == 0  # nothing trained again
+    assert metrics.epochs_run_this_session == 0  # nothing trained again
     assert "final_metrics.json is damaged" in caplog.text
     assert atomic.read_json(str(finished / "final_metrics.json"))["epochs"] == 1
 

@@ -80,14 +80,14 @@ def test_data_as_a_dataset_of_pairs_an_array_or_the_first_n_batches():
                            (data, {})):
         model = bn_tools.tools_model()
         info = recalibrate_batch_norm(model, source, **kwargs)
-        assert (info["batches"], info["examples"]) == (4, 32)
+        assert (info.batches, info.examples) == (4, 32)
         results.append(model.get_layer("dense_bn").moving_variance.numpy())
     np.testing.assert_allclose(results[0], results[1], rtol=1e-6)
     np.testing.assert_allclose(results[0], results[2], rtol=1e-6)
     model = bn_tools.tools_model()
     info = recalibrate_batch_norm(model, dataset, num_batches=2)
-    assert (info["batches"], info["examples"]) == (2, 16)
-    assert "frozen_bn" not in info["layers"] and "dense_bn" in info["layers"]
+    assert (info.batches, info.examples) == (2, 16)
+    assert "frozen_bn" not in info.layers and "dense_bn" in info.layers
 
 
 @pytest.mark.parametrize("data,kwargs,message", [([], {}, "holds no batch"),

@@ -38,9 +38,9 @@ def test_quick_study_writes_report_table_and_plots(tmp_path, name, arms, plots, 
     assert all(("±" in r["final_test_accuracy"]) == (seeds > 1) for r in table)
     # Every run has a loss curve (one point per window), so every plot has lines.
     steps_per_epoch = -(-min(40, study.base.train_examples) // study.base.batch_size)
-    for r in out["results"]:
-        assert len(r["loss_curve"]) == study.base.epochs * (steps_per_epoch // window), r["arm"]
-        assert r["config"]["steps_per_execution"] == window
+    for r in out.results:
+        assert len(r.result.loss_curve) == study.base.epochs * (steps_per_epoch // window), r.arm
+        assert r.config["steps_per_execution"] == window
     text = open(f"{stem}.md").read()
     assert text.startswith(f"# BN study: {name} (quick mode)\n\nCommand: `the command`")
     for suffix in plots:

@@ -27,8 +27,8 @@ def test_a_run_does_not_depend_on_the_runs_before_it(tmp_path):
     keras.utils.set_random_seed(123)  # whatever else ran earlier in this process
     alone = runner.run_study(arms, [1], _base(tmp_path, epochs=1), str(tmp_path / "alone"),
                             loss_every=2)
-    assert alone[0]["loss_curve"] == both[1]["loss_curve"]
-    assert alone[0]["test_accuracy"] == both[1]["test_accuracy"]
+    assert alone[0].result.loss_curve == both[1].result.loss_curve
+    assert alone[0].result.test_accuracy == both[1].result.test_accuracy
 
 
 def test_run_study_summarizes_plots_and_resumes(tmp_path, monkeypatch):
@@ -37,10 +37,11 @@ def test_run_study_summarizes_plots_and_resumes(tmp_path, monkeypatch):
     results = runner.run_study(arms, [0, 1], _base(tmp_path), str(tmp_path / "runs"),
                               loss_every=4)
     assert len(results) == 4
-    assert all(len(r["test_accuracy_per_epoch"]) == 2 and r["loss_curve"] for r in results)
-    runs = {(r["arm"], r["seed"]): r for r in results}
-    assert runs[("no_bn", 0)]["num_params"] == 62_006
-    assert runs[("our_bn", 0)]["num_params"] == 62_684
+    assert all(len(r.result.test_accuracy_per_epoch) == 2 and r.result.loss_curve
+               for r in results)
+    runs = {(r.arm, r.seed): r.result for r in results}
+    assert runs[("no_bn", 0)].num_params == 62_006
+    assert runs[("our_bn", 0)].num_params == 62_684
     rows = statistics.summarize(results)
     assert [r["arm"] for r in rows] == ["no_bn", "our_bn"]
     assert "±" in rows[0]["final_test_accuracy"]
@@ -49,4 +50,5 @@ def test_run_study_summarizes_plots_and_resumes(tmp_path, monkeypatch):
     assert os.path.isdir(tmp_path / "runs" / "our_bn_seed0" / "tensorboard" / "hparams")
     monkeypatch.setattr(runner.training, "run", lambda config: pytest.fail("trained again"))
     again = runner.run_study(arms, [0, 1], _base(tmp_path), str(tmp_path / "runs"), loss_every=4)
-    assert [r["test_accuracy"] for r in again] == [r["test_accuracy"] for r in results]
+    assert [r.result.test_accuracy for r in again] == [r.result.test_accuracy
+                                                      for r in results]

@@ -1,15 +1,25 @@
 """bn_keras.study.statistics: mean ± std over seeds, per epoch, and agreement of two arms."""
 
+import dataclasses
+
 import numpy as np
 
 from bn_keras.study import statistics
+from bn_keras.study.runner import StudyRun
 
 
 def _fake_run(arm, seed, accuracies, losses, windows_per_epoch=2):
-    return {"arm": arm, "seed": seed, "test_accuracy": accuracies[-1],
-            "test_accuracy_per_epoch": accuracies,
-            "loss_curve": [[2 * (i + 1), v, i // windows_per_epoch + 1]
-                           for i, v in enumerate(losses)]}
+    """A study run as study_result.json keeps it."""
+    return StudyRun.from_json({
+        "arm": arm, "seed": seed, "overrides": {}, "wall_seconds": 1.0,
+        "test_loss": 1.0, "test_accuracy": accuracies[-1], "epochs": len(accuracies),
+        "history": [{"epoch": e, "test_accuracy": a} for e, a in enumerate(accuracies, 1)],
+        "loss_curve": [[2 * (i + 1), v, i // windows_per_epoch + 1]
+                       for i, v in enumerate(losses)]})
+
+
+def _renamed(run, arm):
+    return dataclasses.replace(run, arm=arm)
 
 
 def test_per_epoch_rows_average_each_epochs_loss_windows():
@@ -35,10 +45,10 @@ def test_agreement_separates_noise_from_a_real_difference():
     assert not near["identical"]
     apart = statistics.agreement(base + far, "x", "z")
     assert not apart["accuracy_agrees"] and apart["windows_within_seed_range"] == 0
-    same = statistics.agreement(base + [dict(r, arm="w") for r in base], "x", "w")
+    same = statistics.agreement(base + [_renamed(r, "w") for r in base], "x", "w")
     assert same["identical"] and same["accuracy_agrees"] and same["accuracy_difference"] == 0
     # A diverged seed (shorter, NaN curve) is compared over the common windows.
-    short = [dict(close[0], loss_curve=[[2, float("nan"), 1]])] + close[1:]
+    short = [_fake_run("y", 0, [0.51], [float("nan")])] + close[1:]
     cut = statistics.agreement(base + short, "x", "y")
     assert cut["windows"] == 1 and not np.isnan(cut["two_standard_errors"])
 

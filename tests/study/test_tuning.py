@@ -22,10 +22,10 @@ def test_tune_script_writes_its_table(tmp_path, load_script):
     out = script.run("random", "lenet", "synthetic", None, max_trials=2, max_epochs=1,
                      train_examples=None, synthetic_examples=128,
                      workdir=str(tmp_path / "work"), output_dir=str(tmp_path / "out"), seed=0)
-    assert out["report"] == str(tmp_path / "out" / "tune_random_lenet_synthetic.md")
-    report = open(out["report"]).read()
+    assert out.report == str(tmp_path / "out" / "tune_random_lenet_synthetic.md")
+    report = open(out.report).read()
     assert report.count("\n| ") == 2 + 1  # header + 2 trials (the separator starts with |-)
-    assert f"test accuracy **{out['best']['test_accuracy']:.4f}**" in report
+    assert f"test accuracy **{out.best.result.test_accuracy:.4f}**" in report
     assert os.path.isdir(tmp_path / "work" / "tensorboard")
 
 
@@ -44,14 +44,14 @@ def test_hyperband_searches_continues_trials_quietly_and_retrains_the_best(tmp_p
     assert any(row.get("tuner/initial_epoch", 0) > 0 for row in rows)  # a continued trial ran
     assert not [w for w in recwarn if "Skipping variable loading" in str(w.message)]
     best = tuning.retrain_best(tuner, str(tmp_path), epochs=1)
-    assert best["hyperparameters"] == {k: v for k, v in rows[0].items()
+    assert best.hyperparameters == {k: v for k, v in rows[0].items()
                                        if k not in ("trial", "val_accuracy")}
     # The retrained run is an ordinary training run of the best configuration.
     with open(tmp_path / "best_retrained" / "final_metrics.json") as f:
-        assert json.load(f)["test_accuracy"] == best["test_accuracy"]
+        assert json.load(f)["test_accuracy"] == best.result.test_accuracy
     with open(tmp_path / "best_retrained" / "config.json") as f:
         config = json.load(f)
-    searched = {k: v for k, v in best["hyperparameters"].items() if not k.startswith("tuner/")}
+    searched = {k: v for k, v in best.hyperparameters.items() if not k.startswith("tuner/")}
     assert {k: config[k] for k in searched} == searched
     with pytest.raises(ValueError, match="Unknown tuner='grid'"):
         tuning.make_tuner("grid", base, str(tmp_path), 1, 1)

@@ -70,13 +70,13 @@ def test_evaluated_weights_swap_in_and_back_exactly():
 @pytest.mark.slow
 def test_a_run_evaluates_and_keeps_the_averages_with_their_own_statistics(tmp_path):
     metrics = training.run(_config(tmp_path))
-    assert metrics["evaluated_weights"] == "averaged"
-    assert metrics["bn_statistics"] == "re-estimated"
-    assert metrics["recalibration"] == {"batches": 4, "examples": 128}
-    variants = metrics["test_variants"]
+    assert metrics.evaluated_weights == "averaged"
+    assert metrics.bn_statistics == "re-estimated"
+    assert metrics.recalibration == (4, 128)  # batches, examples
+    variants = metrics.test_variants
     assert set(variants) == {"trained_weights_moving_statistics", "trained_weights_re_estimated",
                              "averaged_weights_trained_statistics", "averaged_weights_re_estimated"}
-    assert variants["averaged_weights_re_estimated"]["test_loss"] == metrics["test_loss"]
+    assert variants["averaged_weights_re_estimated"].test_loss == metrics.test_loss
     # The final model holds the averages; the last commit the trained weights (to resume).
     final = saving.load_model(str(tmp_path / "final.keras"))
     averages = {id(v): a for v, a in keras_compat.optimizer_averages(final.optimizer)}
@@ -96,11 +96,11 @@ def test_a_run_evaluates_and_keeps_the_averages_with_their_own_statistics(tmp_pa
 @pytest.mark.slow
 def test_recalibration_alone_keeps_the_trained_weights(tmp_path):
     metrics = training.run(_config(tmp_path, ema_momentum=None, epochs=1))
-    assert (metrics["evaluated_weights"], metrics["bn_statistics"]) == ("trained", "re-estimated")
-    assert set(metrics["test_variants"]) == {"trained_weights_moving_statistics",
+    assert (metrics.evaluated_weights, metrics.bn_statistics) == ("trained", "re-estimated")
+    assert set(metrics.test_variants) == {"trained_weights_moving_statistics",
                                              "trained_weights_re_estimated"}
-    assert (metrics["test_variants"]["trained_weights_re_estimated"]["test_accuracy"]
-            == metrics["test_accuracy"])
+    assert (metrics.test_variants["trained_weights_re_estimated"].test_accuracy
+            == metrics.test_accuracy)
 
 
 @pytest.mark.slow
@@ -109,18 +109,18 @@ def test_interrupted_ema_run_resumes_to_the_uninterrupted_result(tmp_path, stop_
     with pytest.raises(KeyboardInterrupt):
         training.run(_config(tmp_path / "mid", epochs=3), extra_callbacks=[stop_at(2, 5)])
     resumed = training.run(_config(tmp_path / "mid", epochs=3))
-    assert resumed["epochs_run_this_session"] == 1
+    assert resumed.epochs_run_this_session == 1
     for key in ("test_loss", "test_accuracy", "test_variants"):
-        assert resumed[key] == reference[key], key
-    assert ([row["val_loss"] for row in resumed["history"]]
-            == [row["val_loss"] for row in reference["history"]])
+        assert getattr(resumed, key) == getattr(reference, key), key
+    assert ([row["val_loss"] for row in resumed.history]
+            == [row["val_loss"] for row in reference.history])
 
 
 @pytest.mark.slow
 def test_ema_and_recalibration_under_a_mirrored_strategy(tmp_path, mirrored_strategy):
     metrics = training.run(_config(tmp_path, batch_size=16), strategy_override=mirrored_strategy)
-    assert metrics["replicas"] == 2 and metrics["recalibration"]["examples"] == 128
-    assert np.isfinite(metrics["test_loss"])
+    assert metrics.replicas == 2 and metrics.recalibration.examples == 128
+    assert np.isfinite(metrics.test_loss)
     with open(tmp_path / "final_metrics.json") as f:
         assert json.load(f)["evaluated_weights"] == "averaged"
 

@@ -49,8 +49,8 @@ def _events(logdir):
 @pytest.mark.slow
 def test_run_writes_everything_under_the_workdir(tmp_path):
     metrics = training.run(_config(tmp_path))
-    assert metrics["test_accuracy"] > 0.3  # 10 synthetic classes: chance is 0.1
-    assert metrics["replicas"] == 1 and not metrics["diverged"]
+    assert metrics.test_accuracy > 0.3  # 10 synthetic classes: chance is 0.1
+    assert metrics.replicas == 1 and not metrics.diverged
     for name in ("config.json", "metrics.csv", "final_metrics.json", "final.keras",
                  "checkpoints/best.keras", "backup/epoch-0002/model.weights.h5"):
         assert os.path.exists(tmp_path / name), name
@@ -59,7 +59,7 @@ def test_run_writes_everything_under_the_workdir(tmp_path):
     with open(tmp_path / "config.json") as f:
         assert json.load(f)["bn"] == "custom"
     with open(tmp_path / "final_metrics.json") as f:
-        assert json.load(f)["test_accuracy"] == metrics["test_accuracy"]
+        assert json.load(f)["test_accuracy"] == metrics.test_accuracy
     best = keras.models.load_model(tmp_path / "checkpoints" / "best.keras")
     assert any(isinstance(layer, BatchNormalization) for layer in best.layers)
 
@@ -124,7 +124,7 @@ def test_diagnostics_never_change_training(tmp_path, monkeypatch):
     monkeypatch.setattr(callbacks.BNDiagnostics, "write", lambda self, step: None)
     plain = training.run(_config(tmp_path / "plain", diagnostics_every_n_steps=1))
     assert _results(tmp_path / "probed") == _results(tmp_path / "plain")
-    assert probed["test_loss"] == plain["test_loss"]
+    assert probed.test_loss == plain.test_loss
     assert not os.path.exists(tmp_path / "plain" / "tensorboard" / "bn_diagnostics")
 
 
@@ -132,7 +132,7 @@ def test_diagnostics_never_change_training(tmp_path, monkeypatch):
 def test_same_seed_gives_identical_runs(tmp_path):
     first = training.run(_config(tmp_path / "a", seed=3))
     second = training.run(_config(tmp_path / "b", seed=3))
-    assert first["test_loss"] == second["test_loss"]
+    assert first.test_loss == second.test_loss
     assert _results(tmp_path / "a") == _results(tmp_path / "b")
 
 
@@ -155,7 +155,7 @@ def test_interrupted_runs_resume_to_the_uninterrupted_result(tmp_path, monkeypat
         training.run(mid, extra_callbacks=[stop_at(2, 5)])
     assert [int(r["epoch"]) for r in _csv(tmp_path / "mid")] == [1, 2]
     resumed = training.run(mid)
-    assert resumed["epochs_run_this_session"] == 1
+    assert resumed.epochs_run_this_session == 1
     assert _results(tmp_path / "mid") == _results(tmp_path / "ref")
     _assert_no_step_twice(tmp_path / "mid" / "tensorboard")
 
@@ -177,9 +177,9 @@ def test_interrupted_runs_resume_to_the_uninterrupted_result(tmp_path, monkeypat
     monkeypatch.setattr(workdir.Workdir, "commit", original)
     assert workdir.Workdir(killed.workdir).latest().epoch == 1
     resumed = training.run(killed)
-    assert resumed["epochs_run_this_session"] == 2
+    assert resumed.epochs_run_this_session == 2
     assert _results(tmp_path / "killed") == _results(tmp_path / "ref")
-    assert resumed["test_loss"] == reference["test_loss"]
+    assert resumed.test_loss == reference.test_loss
     assert not any(n.startswith(".tmp") for n in os.listdir(tmp_path / "killed" / "backup"))
     _assert_no_step_twice(tmp_path / "killed" / "tensorboard")
 
@@ -189,7 +189,7 @@ def test_raising_epochs_continues_a_finished_constant_lr_run(tmp_path):
     training.run(_config(tmp_path / "ref", epochs=3))
     training.run(_config(tmp_path / "more", epochs=2))
     continued = training.run(_config(tmp_path / "more", epochs=3))
-    assert continued["epochs_run_this_session"] == 1
+    assert continued.epochs_run_this_session == 1
     assert _results(tmp_path / "more") == _results(tmp_path / "ref")
     _assert_no_step_twice(tmp_path / "more" / "tensorboard")
 
@@ -219,14 +219,14 @@ def test_a_bad_config_writes_nothing(tmp_path):
         training.run(config)
     assert not os.path.exists(tmp_path / "run")
     # The corrected command then runs in the same workdir.
-    assert training.run(_config(tmp_path / "run", virtual_batch_size=8, epochs=1))["epochs"] == 1
+    assert training.run(_config(tmp_path / "run", virtual_batch_size=8, epochs=1)).epochs == 1
 
 
 @pytest.mark.slow
 def test_mirrored_strategy_over_two_logical_cpus(tmp_path, mirrored_strategy):
     metrics = training.run(_config(tmp_path, batch_size=16), strategy_override=mirrored_strategy)
-    assert metrics["replicas"] == 2 and metrics["global_batch_size"] == 32
-    assert metrics["test_accuracy"] > 0.3
+    assert metrics.replicas == 2 and metrics.global_batch_size == 32
+    assert metrics.test_accuracy > 0.3
     model = keras.models.load_model(tmp_path / "final.keras")
     norms = [layer for layer in model.layers if isinstance(layer, BatchNormalization)]
     assert norms and all(layer.synchronized for layer in norms)
@@ -237,10 +237,10 @@ def test_ghost_bn_trains_on_partial_batches_and_per_replica(tmp_path, mirrored_s
     # 300 examples: 9 batches of 32 and one of 12 (groups 8 + 4); a 64-image probe.
     metrics = training.run(_config(tmp_path / "one", synthetic_examples=300, batch_size=32,
                                    virtual_batch_size=8, epochs=1))
-    assert np.isfinite(metrics["test_loss"])
+    assert np.isfinite(metrics.test_loss)
     two = training.run(_config(tmp_path / "two", synthetic_examples=300, batch_size=16,
                                virtual_batch_size=8, epochs=1), strategy_override=mirrored_strategy)
-    assert two["replicas"] == 2 and np.isfinite(two["test_loss"])
+    assert two.replicas == 2 and np.isfinite(two.test_loss)
     model = keras.models.load_model(tmp_path / "two" / "final.keras")
     # Ghost batches are per replica by nature: no cross-replica synchronization.
     assert not any(getattr(layer, "synchronized", False) for layer in model.layers)
@@ -256,7 +256,7 @@ def test_ghost_bn_trains_on_partial_batches_and_per_replica(tmp_path, mirrored_s
 def test_variants_train(tmp_path, overrides):
     """Every option trains end to end; what each one does is checked in the tests below."""
     metrics = training.run(_config(tmp_path, epochs=1, **overrides))
-    assert np.isfinite(metrics["test_loss"]) and metrics["test_accuracy"] > 0.1
+    assert np.isfinite(metrics.test_loss) and metrics.test_accuracy > 0.1
 
 
 def test_augmentation_changes_the_training_batches():
@@ -303,7 +303,7 @@ def test_ghost_bn_reaches_every_bn_layer_and_normalizes_each_group_alone():
 def test_divergence_is_reported_not_hidden(tmp_path):
     metrics = training.run(_config(tmp_path, epochs=2, bn="none", optimizer="sgd",
                                    learning_rate=1e8))
-    assert metrics["diverged"] and metrics["diverged_at_epoch"] == 0
+    assert metrics.diverged and metrics.diverged_at_epoch == 0
 
 
 @pytest.mark.real_data
@@ -312,4 +312,4 @@ def test_lenet_with_our_bn_learns_real_cifar10_in_one_epoch(tmp_path, cifar10_di
     metrics = training.run(TrainConfig(
         model="lenet", bn="custom", dataset="cifar10", data_dir=cifar10_dir, download=False,
         epochs=1, batch_size=128, workdir=str(tmp_path), verbose=0))
-    assert metrics["test_accuracy"] > 0.35
+    assert metrics.test_accuracy > 0.35

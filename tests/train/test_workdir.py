@@ -10,6 +10,7 @@ import pytest
 from bn_keras import atomic, models
 from bn_keras.train import workdir
 from bn_keras.train.config import TrainConfig
+from bn_keras.train.results import RunResult
 
 
 def _model():
@@ -78,7 +79,8 @@ def test_check_refuses_without_writing(tmp_path):
     assert w.check(config).epoch == 1
     with pytest.raises(ValueError, match=r"other settings \(batch_size: 128 -> 64\)"):
         w.check(dataclasses.replace(config, batch_size=64))
-    atomic.write_json(w.final_metrics, {"epochs": 2})
+    atomic.write_json(w.final_metrics, RunResult(0.5, 0.5, epochs=2, history=[],
+                                                 loss_curve=[]).to_json())
     with pytest.raises(FileExistsError, match="finished run of 2 epochs"):
         w.check(config)
     assert workdir.describe(config.workdir) == f"1 of 2 epochs saved in {config.workdir}"
