@@ -1,10 +1,12 @@
-"""Every private Keras and TensorFlow name bn_keras reads or patches, in one place.
+"""Every private Keras and TensorFlow name bn_keras reads or patches, and every Keras bug
+it works around, in one place.
 
-Each function below uses a name that Keras or TensorFlow does not promise to keep: it
-says what for, and why no public name serves. They were checked with the versions in
-`CHECKED_WITH`; a Keras or TensorFlow upgrade must recheck them: `missing()` lists the
-names the installed versions no longer have (tests/test_keras_compat.py fails naming
-them), before anything that relies on them misbehaves.
+Each function below uses a name that Keras or TensorFlow does not promise to keep, or
+steps around a bug: it says what for, and why no public name serves. They were checked
+with the versions in `CHECKED_WITH`; a Keras or TensorFlow upgrade must recheck them:
+`missing()` lists the names the installed versions no longer have, and
+tests/test_keras_compat.py fails naming them (and when a bug worked around here is
+fixed), before anything that relies on them misbehaves.
 
 Keras' own names are needed on every backend; TensorFlow's only where Keras runs on it
 (they are imported inside the functions that use them).
@@ -106,6 +108,18 @@ def patch_reduce_per_replica(wrap: Callable[[Callable], Callable]) -> None:
     patched = wrap(trainer.reduce_per_replica)
     patched.bn_keras_patched = True
     trainer.reduce_per_replica = patched
+
+
+def misplaces_channels_first_bias(layer, output_shape) -> bool:
+    """Whether Keras adds `layer`'s bias along the wrong axis: Keras 3.15 on TensorFlow
+    adds a channels_first convolution's bias along the last axis when that axis has as
+    many entries as the channel axis (keras/src/backend/tensorflow/numpy.py, around lines
+    108-129; the JAX and PyTorch backends add it on the channel axis)."""
+    import keras
+
+    return (keras.config.backend() == "tensorflow"
+            and getattr(layer, "data_format", None) == "channels_first"
+            and len(output_shape) > 2 and output_shape[-1] == output_shape[1])
 
 
 # ----------------------------------------------------------------------- TensorFlow

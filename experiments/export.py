@@ -4,7 +4,8 @@
         --data_dir=../shared/datasets/tensorflow_datasets
 
 Writes saved_models/<name>/<next version>/ (BN folded into conv/dense by
-default), checks the folded model against the unfolded one on the test set,
+default; a model trained under mixed precision is served in float32), checks the
+folded model against the unfolded one on the test set,
 then reloads the SavedModel with tf.saved_model.load in a new process, prints
 its signatures as `saved_model_cli show --all` does, compares its outputs with
 the Keras model's and reports the served model's test accuracy.
@@ -125,14 +126,26 @@ def run(workdir, model_path, name, base_dir, version, overwrite, fold_bn, datase
               f"({info.examples:,} images) for {len(info.layers)} BN layers: test "
               f"accuracy {report['test_accuracy_before_recalibration']:.4f} before, "
               f"{report['test_accuracy_keras']:.4f} after")
+    policy = export.mixed_precision(model)
+    if policy:
+        # Served in float32 (bn_keras.serve.export.serving_model): the reference for the
+        # fold and the served model is the float32 copy; both accuracies are reported.
+        reference = export.keras_logits(export.float32_copy(model), images)
+        report["mixed_precision"] = {
+            "policy": policy,
+            "test_accuracy_mixed": report["test_accuracy_keras"],
+            "test_accuracy_float32": float(np.mean(reference.argmax(-1) == labels))}
+        print(f"trained under {policy}, served in float32: test accuracy "
+              f"{report['test_accuracy_keras']:.4f} mixed, "
+              f"{report['mixed_precision']['test_accuracy_float32']:.4f} in float32")
     if fold_bn:
-        folded = export.compare_logits(export.keras_logits(layers.fold_batch_norm(model), images),
+        folded = export.compare_logits(export.keras_logits(export.serving_model(model), images),
                                        reference)
         report["folded_vs_unfolded"] = folded
         plan = layers.fold_report(model)
-        report["bn_folded"], report["bn_kept"] = len(plan["folded"]), plan["kept"]
-        kept = "".join(f"; kept {name}: {why}" for name, why in plan["kept"].items())
-        print(f"BN folding: {len(plan['folded'])} BN layers folded{kept}; max |logit diff| "
+        report["bn_folded"], report["bn_kept"] = len(plan.folded), plan.kept
+        kept = "".join(f"; kept {name}: {why}" for name, why in plan.kept.items())
+        print(f"BN folding: {len(plan.folded)} BN layers folded{kept}; max |logit diff| "
               f"{folded['max_abs_logit_diff']:.2e} over {len(images)} test images, predicted "
               f"classes differ on {folded['class_mismatch_rate']:.2%}")
         if folded["max_abs_logit_diff"] > FOLD_TOLERANCE or folded["class_mismatch_rate"] > 0:

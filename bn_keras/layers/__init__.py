@@ -20,11 +20,13 @@ _PUBLIC = {
     "BN_TYPES": "bn_keras.layers.batch_normalization",
     "BatchNormalization": "bn_keras.layers.batch_normalization",
     "batch_norm_layers": "bn_keras.layers.batch_normalization",
+    "FoldReport": "bn_keras.layers.folding",
     "FoldedBatchNorm": "bn_keras.layers.folding",
     "fold_batch_norm": "bn_keras.layers.folding",
     "fold_report": "bn_keras.layers.folding",
     "foldable_pairs": "bn_keras.layers.folding",
     "freeze_batch_norm": "bn_keras.layers.freezing",
+    "Recalibration": "bn_keras.layers.recalibration",
     "recalibrate_batch_norm": "bn_keras.layers.recalibration",
 }
 __all__ = sorted(_PUBLIC)

@@ -151,6 +151,10 @@ class BatchNormalization(keras.layers.Layer):
         self.synchronized = synchronized
         self.virtual_batch_size = virtual_batch_size
         self.supports_masking = True
+        # Ghost BN: the moving variance takes the mean of the groups' variances (False, as
+        # in training) or the variance of the whole batch, the spread between group means
+        # included (True: set by recalibrate_batch_norm(variance="population") only).
+        self._pool_groups = False
 
         self.gamma = None
         self.beta = None
@@ -337,8 +341,12 @@ class BatchNormalization(keras.layers.Layer):
         group_sizes = ops.minimum(size, batch - ops.arange(groups) * size)
         weights = ops.reshape(ops.cast(group_sizes, x.dtype) / ops.cast(batch, x.dtype),
                               (-1,) + (1,) * len(rest) + (1,))
-        self._update_moving_statistics(ops.reshape(ops.sum(mean * weights, axis=0), (-1,)),
-                                       ops.reshape(ops.sum(variance * weights, axis=0), (-1,)))
+        batch_mean = ops.sum(mean * weights, axis=0)
+        batch_variance = ops.sum(variance * weights, axis=0)
+        if self._pool_groups:  # the whole batch's variance (recalibrate_batch_norm's option)
+            batch_variance += ops.sum(ops.square(mean - batch_mean) * weights, axis=0)
+        self._update_moving_statistics(ops.reshape(batch_mean, (-1,)),
+                                       ops.reshape(batch_variance, (-1,)))
         y = self._scale_and_shift(centered, variance, grouped)
         return ops.reshape(y, ops.shape(x))[:batch]
 
@@ -422,7 +430,11 @@ BN_TYPES = (BatchNormalization, keras.layers.BatchNormalization)
 
 
 def batch_norm_layers(model: keras.layers.Layer) -> list[keras.layers.Layer]:
-    """Every BN layer (ours or Keras') in `model`, nested models included, in order."""
+    """Every BN layer (ours or Keras') in `model`, nested models included, in order.
+    Raises TypeError, in one line, for anything but a Keras model or layer."""
+    if not isinstance(model, keras.layers.Layer):
+        raise TypeError(f"expected a Keras model (or layer), got {type(model).__name__} "
+                        f"{model!r:.60}.")
     found = []
     for layer in keras_compat.flatten_layers(model):
         if isinstance(layer, BN_TYPES) and layer not in found:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
+
 import keras
 
 from bn_keras.layers.batch_normalization import batch_norm_layers
+
+log = logging.getLogger(__name__)
 
 
 def freeze_batch_norm(model: keras.Model) -> list[str]:
@@ -17,8 +22,19 @@ def freeze_batch_norm(model: keras.Model) -> list[str]:
     That is what fine-tuning with small batches wants (timm's `freeze_batch_norm_2d`,
     PyTorch's `module.eval()`): the statistics of the data the model was trained on,
     not those of each small batch.
+
+    A model compiled before (and trained, or loaded compiled by `load_model`) keeps its
+    compiled step, which still trains BN on TensorFlow and fails on JAX: this warns, and
+    the next `compile` takes the frozen layers into account (load, freeze, then compile
+    is the intended order, so this warns rather than refuses).
     """
     layers = batch_norm_layers(model)
     for layer in layers:
         layer.trainable = False
+    if getattr(model, "compiled", False) and layers:
+        message = (f"freeze_batch_norm: {model.name} was compiled before its {len(layers)} BN "
+                   "layers were frozen; compile it again before training, or `fit` keeps "
+                   "training them (TensorFlow) or fails (JAX).")
+        warnings.warn(message, UserWarning, stacklevel=2)
+        log.warning("%s", message)
     return [layer.name for layer in layers]

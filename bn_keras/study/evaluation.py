@@ -35,12 +35,12 @@ RECALIBRATION_EXAMPLES = 10_000
 
 
 def re_estimated_accuracy(model_path: str, train: tf.data.Dataset, test: tf.data.Dataset,
-                          num_batches: int) -> float:
+                          num_batches: int, variance: str = "batch") -> float:
     """Test accuracy of a saved model after its BN statistics are re-estimated for its
     final weights over the first `num_batches` batches of `train`
-    (bn_keras.layers.recalibrate_batch_norm)."""
+    (bn_keras.layers.recalibrate_batch_norm, with its `variance` convention)."""
     model = saving.load_model(model_path)
-    recalibrate_batch_norm(model, train, num_batches=num_batches)
+    recalibrate_batch_norm(model, train, num_batches=num_batches, variance=variance)
     return float(model.evaluate(test, verbose=0)[1])
 
 

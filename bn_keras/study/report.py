@@ -126,23 +126,34 @@ def re_estimated_section(report: Report) -> None:
     splits = training.load_splits(study.base)
     arms = {arm.name: arm for arm in study.arms}
     for row in report.rows:
-        accuracies = []
+        accuracies: dict[str, list[float]] = {variance: [] for variance in RE_ESTIMATED}
         for seed in range(study.seeds):
             config = arms[row["arm"]].config(study.base, seed, "")
             if config.bn == "none":
                 break
             datasets = training.make_datasets(config, splits=splits)
             batches = math.ceil(evaluation.RECALIBRATION_EXAMPLES / config.batch_size)
-            accuracies.append(evaluation.re_estimated_accuracy(
-                run_dir(report.runs_dir, row["arm"], seed, "final.keras"),
-                datasets.train.epoch(0, augment=False), datasets.test, batches))
-        row["test_acc_re_estimated"] = statistics.mean_std(accuracies) if accuracies else "-"
+            for variance in RE_ESTIMATED:
+                accuracies[variance].append(evaluation.re_estimated_accuracy(
+                    run_dir(report.runs_dir, row["arm"], seed, "final.keras"),
+                    datasets.train.epoch(0, augment=False), datasets.test, batches,
+                    variance))
+        for variance, column in RE_ESTIMATED.items():
+            row[column] = (statistics.mean_std(accuracies[variance]) if accuracies[variance]
+                           else "-")
     report.text.append(
         f"\n`test_acc_re_estimated`: BN's moving statistics re-estimated for the final weights "
         f"(bn_keras.recalibrate_batch_norm) over the first "
         f"{evaluation.RECALIBRATION_EXAMPLES:,} unaugmented training images of epoch 1's "
-        f"order (fewer where the run trained on fewer), in batches of the run's own size; "
-        f"'-': no BN.\n")
+        f"order (fewer where the run trained on fewer), in batches of the run's own size, "
+        f"the variance as the mean of the batch variances (the default, `variance=\"batch\"`); "
+        f"`test_acc_re_estimated_population`: the same with the variance of all the values "
+        f"(`variance=\"population\"`, fvcore's convention); '-': no BN.\n")
+
+
+# recalibrate_batch_norm's variance conventions -> the summary's column for each.
+RE_ESTIMATED = {"batch": "test_acc_re_estimated",
+                "population": "test_acc_re_estimated_population"}
 
 
 def gradient_norms_section(report: Report) -> None:

@@ -5,15 +5,13 @@
   SeparableConv2D and Dense, after a conv with its own ReLU, and inside a nested
   model, with non-trivial weights and moving statistics;
 - `reference_statistics`: what `recalibrate_batch_norm` must give, computed apart from
-  it, in NumPy, from each BN layer's input captured in a training-mode forward;
+  it, in NumPy, from each BN layer's input captured in a training-mode forward
+  (bn_keras.testing.tools_grid, the tools' grid, holds the computation);
 - `recalibration_errors` / `folding_error`: the largest differences, for tests on
   TensorFlow and for tests/backends/backend_probe.py on JAX and PyTorch.
 """
 
 from __future__ import annotations
-
-import contextlib
-from collections.abc import Iterator
 
 import keras
 import numpy as np
@@ -21,6 +19,7 @@ import numpy as np
 from bn_keras.layers.batch_normalization import BatchNormalization, batch_norm_layers
 from bn_keras.layers.folding import fold_batch_norm
 from bn_keras.layers.recalibration import recalibrate_batch_norm
+from bn_keras.testing import tools_grid
 
 INPUT_SHAPE = (8, 8, 3)
 GHOST_GROUP = 4
@@ -73,52 +72,12 @@ def batches(count: int, batch_size: int, last: int | None = None, seed: int = 0
             for size in sizes]
 
 
-@contextlib.contextmanager
-def _capturing(layers) -> Iterator[dict[int, list]]:
-    """Records the input of each call of each of `layers` (eager calls)."""
-    seen: dict[int, list] = {id(layer): [] for layer in layers}
-    originals = {}
-    for layer in layers:
-        originals[id(layer)] = layer.call
-
-        def call(inputs, *args, _layer=layer, **kwargs):
-            seen[id(_layer)].append(keras.ops.convert_to_numpy(inputs).astype(np.float64))
-            return originals[id(_layer)](inputs, *args, **kwargs)
-
-        layer.call = call
-    try:
-        yield seen
-    finally:
-        for layer in layers:
-            del layer.call  # back to the class's method
-
-
-def reference_statistics(model: keras.Model, data: list[np.ndarray]
+def reference_statistics(model: keras.Model, data: list[np.ndarray], variance: str = "batch"
                          ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Each trainable BN layer's expected re-estimated (mean, variance): its input is
-    captured in a training-mode forward of each batch (renorm's statistics as they
-    were before, for every batch); per batch, the mean and biased
-    variance over all axes but the feature axis (Ghost BN: per group, then averaged by
-    group size); then the average over batches weighted by batch size."""
+    """Each trainable BN layer's expected re-estimated (mean, variance), computed apart from
+    the code under test (bn_keras.testing.tools_grid.reference_statistics)."""
     layers = [layer for layer in batch_norm_layers(model) if layer.trainable]
-    sums = {layer.name: [0.0, 0.0, 0] for layer in layers}
-    saved = [keras.ops.convert_to_numpy(w) for w in model.weights]
-    with _capturing(layers) as seen:
-        for x in data:
-            model(x, training=True)
-            for weight, value in zip(model.weights, saved, strict=True):
-                weight.assign(value)  # each batch sees the statistics as they were
-    for layer in layers:
-        for x in seen[id(layer)]:
-            axis = layer.axis % x.ndim
-            axes = tuple(i for i in range(x.ndim) if i != axis)
-            group = getattr(layer, "virtual_batch_size", None) or len(x)
-            for start in range(0, len(x), group):
-                part = x[start:start + group]
-                sums[layer.name][0] = sums[layer.name][0] + len(part) * part.mean(axis=axes)
-                sums[layer.name][1] = sums[layer.name][1] + len(part) * part.var(axis=axes)
-                sums[layer.name][2] += len(part)
-    return {name: (mean / n, variance / n) for name, (mean, variance, n) in sums.items()}
+    return tools_grid.reference_statistics(model, data, variance, layers)
 
 
 def recalibration_errors(model: keras.Model, data: list[np.ndarray]) -> dict[str, float]:

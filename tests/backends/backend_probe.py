@@ -18,7 +18,13 @@ import numpy as np  # noqa: E402
 
 from bn_keras import backends, models  # noqa: E402
 from bn_keras.layers import BatchNormalization  # noqa: E402
-from bn_keras.testing import bn_tools, conformance, equivalence, harness  # noqa: E402
+from bn_keras.testing import (  # noqa: E402
+    bn_tools,
+    conformance,
+    equivalence,
+    harness,
+    tools_grid,
+)
 
 
 def grid(case_names):
@@ -95,11 +101,14 @@ def saved_models(request):
 
 def tools():
     """recalibrate_batch_norm against the NumPy reference, and fold_batch_norm's error, on
-    the model holding every kind of BN layer (bn_keras.testing.bn_tools)."""
+    the model holding every kind of BN layer (bn_keras.testing.bn_tools); and the tools'
+    whole grid (bn_keras.testing.tools_grid), as experiments/validate_tools.py runs it."""
     data = bn_tools.batches(3, 16, last=6)
     model = bn_tools.tools_model()
     report = {"recalibration_errors": bn_tools.recalibration_errors(model, data)}
     report["folding_error"] = bn_tools.folding_error(model, data[0])
+    report["grid"] = [tools_grid.check(case, bn) for bn in tools_grid.BN_CLASSES
+                      for case in tools_grid.grid_for(bn)]
     return report
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from bn_keras import models
-from bn_keras.testing import equivalence
+from bn_keras.testing import equivalence, tools_grid
 
 SUBSET = ["1x120 axis=-1", "64x120 axis=-1", "32x126x64 axis=-1", "16x64x126 axis=1",
           "16x126x64 axis=-1 masked", "64x28x28x6 axis=-1", "16x16x10x10 axis=1",
@@ -142,3 +142,17 @@ def test_bn_tools_recalibrate_and_fold(probe):
     assert errors.pop("other_weights") == 0.0 and errors.pop("frozen_bn") == 0.0
     assert len(errors) == 6 and max(errors.values()) < 1e-5, errors
     assert tools["folding_error"] <= 1e-4
+
+
+def test_bn_tools_grid(probe):
+    """The tools' whole grid (tests/layers/test_tools_grid.py on TensorFlow): every case,
+    for our BN and Keras', folded, re-estimated (both conventions) and frozen against
+    references apart from the tools' code."""
+    rows = probe["report"]["tools"]["grid"]
+    assert len(rows) == 2 * len(tools_grid.default_grid()) - 1  # Ghost BN: ours only
+    failing = [(r["case"], r["bn"]) for r in rows if not r["passed"]]
+    assert failing == [], failing
+    # channels_first with the last axis as long as the channels: Keras adds the bias on
+    # the channel axis here (on TensorFlow it does not, and the BN is kept there).
+    row = next(r for r in rows if r["case"] == "channels_first, axis=1, last axis = filters")
+    assert row["folded"] == 1

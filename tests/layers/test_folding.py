@@ -8,6 +8,7 @@ from bn_keras import models
 from bn_keras.data import sources
 from bn_keras.layers import (
     BatchNormalization,
+    FoldReport,
     batch_norm_layers,
     fold_batch_norm,
     fold_report,
@@ -60,10 +61,10 @@ def test_nested_depthwise_separable_folded_and_the_others_kept_by_name():
     kept, and say why."""
     model = bn_tools.tools_model()
     report = fold_report(model)
-    assert sorted(map(tuple, report["folded"])) == [
+    assert sorted(report.folded) == [
         ("conv", "conv_bn"), ("conv_no_bias", "renorm_bn"), ("dense", "dense_bn"),
         ("inner/dw", "inner/dw_bn"), ("inner/sep", "inner/sep_ghost_bn")]
-    assert report["kept"] == {
+    assert report.kept == {
         "after_relu_conv_bn": "it follows conv_relu, which applies relu before it",
         "frozen_bn": "it follows renorm_bn (BatchNormalization), not a dense or convolution layer"}
     folded = fold_batch_norm(model)
@@ -96,5 +97,68 @@ def test_a_subclassed_model_is_returned_as_it_is():
     model = Net()
     model(np.zeros((1, 8, 8, 3), np.float32))
     assert fold_batch_norm(model) is model
-    assert fold_report(model) == {"folded": [], "kept": {
-        "bn": "the model is subclassed: no graph to fold in"}}
+    assert fold_report(model) == FoldReport((), {
+        "bn": "the model is subclassed: no graph to fold in"})
+
+
+def _bn_called_twice():
+    inputs = keras.Input((7,))
+    bn = BatchNormalization(name="bn")
+    y1 = bn(keras.layers.Dense(5, name="d1")(inputs))
+    y2 = bn(keras.layers.Dense(5, name="d2")(inputs))
+    return keras.Model(inputs, [y1, y2])
+
+
+def test_a_bn_called_twice_is_kept_and_both_outputs_stay_right():
+    model = _bn_called_twice()
+    bn_tools.randomize_batch_norm(model)
+    assert fold_report(model).kept == {
+        "bn": "it is called 2 times in the graph; folding it into one producer would "
+              "change the other calls"}
+    x = np.random.default_rng(0).normal(size=(4, 7)).astype(np.float32)
+    for folded, plain in zip(fold_batch_norm(model)(x), model(x), strict=True):
+        np.testing.assert_allclose(folded, plain, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape,axis,folded", [
+    ((4, 8, 8), 1, True),  # BN over the conv's channels: folded
+    ((4, 8, 8), -1, False),  # BN over the width: a mismatch, kept
+    ((4, 7, 7), -1, False),  # (the mismatch that once raised a reshape error)
+])
+def test_after_a_channels_first_conv_only_the_channel_axis_folds(shape, axis, folded):
+    inputs = keras.Input(shape)
+    x = keras.layers.Conv2D(5, 3, data_format="channels_first", name="conv")(inputs)
+    model = keras.Model(inputs, BatchNormalization(axis=axis, name="bn")(x))
+    bn_tools.randomize_batch_norm(model)
+    report = fold_report(model)
+    assert (report.folded == (("conv", "bn"),)) == folded
+    if not folded:
+        assert "is not the channel axis of conv (axis 1, channels_first)" in report.kept["bn"]
+    x = np.random.default_rng(0).normal(size=(4, *shape)).astype(np.float32)
+    np.testing.assert_allclose(fold_batch_norm(model)(x), model(x), atol=1e-4)
+
+
+def test_a_string_or_an_unbuilt_sequential_is_refused_in_one_line():
+    with pytest.raises(TypeError, match="expected a Keras model .*got str 'x'"):
+        fold_batch_norm("x")
+    unbuilt = keras.Sequential([keras.layers.Conv2D(4, 3), BatchNormalization()])
+    with pytest.raises(ValueError, match="is not built"):
+        fold_batch_norm(unbuilt)
+
+
+def test_mixed_precision_folds_in_float32_for_serving():
+    """Under mixed_bfloat16 the folded conv rounds W * a to bfloat16; built in float32
+    (dtype="float32") it matches the unfolded model computed in float32."""
+    from bn_keras.testing.tools_grid import dtype_policy
+
+    with dtype_policy("mixed_bfloat16"):
+        model = models.lenet_cifar("custom")
+    bn_tools.randomize_batch_norm(model)
+    x = np.random.default_rng(0).normal(size=(8, 32, 32, 3)).astype(np.float32)
+    served = fold_batch_norm(model, dtype="float32")
+    assert {layer.dtype_policy.name for layer in served.layers} == {"float32"}
+    reference = keras.models.clone_model(
+        model, clone_function=lambda layer: layer.__class__.from_config(
+            {**layer.get_config(), "dtype": "float32"}))
+    reference.set_weights(model.get_weights())
+    np.testing.assert_allclose(served(x), reference(x), atol=1e-4)

@@ -32,3 +32,25 @@ def test_frozen_bn_normalizes_with_its_moving_statistics_in_training():
     x = np.random.default_rng(0).normal(size=(4, 32, 32, 3)).astype(np.float32)
     np.testing.assert_allclose(model(x, training=True).numpy(),
                                model(x, training=False).numpy(), atol=1e-6)
+
+
+def test_freezing_a_compiled_model_warns_to_compile_again():
+    import pytest
+
+    model = models.lenet_cifar("custom")
+    model.compile("adam", "mse")
+    with pytest.warns(UserWarning, match="compile it again before training"):
+        freeze_batch_norm(model)
+    fresh = models.lenet_cifar("custom")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        freeze_batch_norm(fresh)  # not compiled yet: the intended order, no warning
+
+
+def test_a_string_is_refused_in_one_line():
+    import pytest
+
+    with pytest.raises(TypeError, match="expected a Keras model .*got str 'x'"):
+        freeze_batch_norm("x")

@@ -178,3 +178,31 @@ def test_export_re_estimates_bn_statistics_when_asked(tmp_path, lenet, load_scri
     assert np.abs(logits - export.keras_logits(lenet[0], images)).max() > 1e-2
     with open(os.path.join(report["saved_model"], export.METADATA_FILE)) as f:
         assert json.load(f)["bn_recalibration"] == {"batches": 2, "examples": 32}
+
+
+@pytest.mark.slow
+def test_a_mixed_bfloat16_model_exports_folded_and_served_in_float32(tmp_path, load_script):
+    """A run trained under mixed_bfloat16 (the ResNet-20 recipe's precision) exports with BN
+    folded: the serving model computes in float32, the fold is checked there within 1e-4,
+    and the report gives the test accuracy in both precisions."""
+    from bn_keras.testing.tools_grid import dtype_policy
+
+    keras.utils.set_random_seed(0)
+    with dtype_policy("mixed_bfloat16"):
+        model = models.lenet_cifar("custom", momentum=0.9)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if layer.name.endswith("_bn"):
+            layer.set_weights([rng.uniform(0.5, 2.0, w.shape).astype(np.float32)
+                               for w in layer.get_weights()])
+    path = str(tmp_path / "bf16.keras")
+    model.save(path)
+    script = load_script("experiments/export")
+    report = script.run(None, path, "bf16", str(tmp_path), None, False, True, "synthetic",
+                        None, True)
+    assert report["mixed_precision"]["policy"] == "mixed_bfloat16"
+    assert report["folded_vs_unfolded"]["max_abs_logit_diff"] <= script.FOLD_TOLERANCE
+    assert report["served"]["test_accuracy"] == report["mixed_precision"][
+        "test_accuracy_float32"]
+    served = export.load_serving_model(report["saved_model"])
+    assert served.signatures["serving_default"].structured_outputs["logits"].dtype == tf.float32
