@@ -52,6 +52,9 @@ from bn_keras import cli
 from bn_keras.errors import InvalidSetting
 from bn_keras.testing import timing
 
+if __name__ == "__main__":
+    cli.answer_stops()  # Ctrl-C, SIGTERM, SIGHUP: one line, from here on
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_SCRIPT = os.path.join(ROOT, "experiments", "train.py")
 PEER_SCRIPT = os.path.join(ROOT, "benchmarks", "peer_pytorch.py")

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from bn_keras import cli
 
+if __name__ == "__main__":
+    cli.answer_stops()  # Ctrl-C, SIGTERM, SIGHUP: one line, from here on
 cli.quiet_tensorflow()
 
 import json  # noqa: E402

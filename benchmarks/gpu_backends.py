@@ -50,6 +50,9 @@ from absl import flags
 from bn_keras import cli
 from bn_keras.errors import InvalidSetting
 
+if __name__ == "__main__":
+    cli.answer_stops()  # Ctrl-C, SIGTERM, SIGHUP: one line, from here on
+
 FLAGS = flags.FLAGS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PARTS = ("grid", "layer", "lenet", "peer")

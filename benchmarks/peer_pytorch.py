@@ -36,6 +36,9 @@ from bn_keras import cli
 from bn_keras.data.cifar import IMAGE_SHAPE, MEAN, NUM_CLASSES, STD
 from bn_keras.errors import InvalidSetting
 
+if __name__ == "__main__":
+    cli.answer_stops()  # Ctrl-C, SIGTERM, SIGHUP: one line, from here on
+
 try:
     import torch
     from torch import nn

@@ -70,6 +70,13 @@ def write_text(path: str, text: str) -> str:
     return path
 
 
+def write_bytes(path: str, data: bytes) -> str:
+    """Writes `data` to `path` atomically; returns `path`."""
+    with replacing(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+    return path
+
+
 def write_json(path: str, value: Any, indent: int | None = 2) -> str:
     """Writes `value` as JSON (keys sorted, non-JSON values as strings) atomically."""
     return write_text(path, json.dumps(value, indent=indent, sort_keys=True, default=str) + "\n")

@@ -30,9 +30,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 HELP_FLAGS = ("--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
-# Ctrl-C and a polite stop (Kubernetes, Slurm preemption, `docker stop`, systemd); a
-# stopped script exits 128 + the signal's number, as shells report it.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Ctrl-C, a polite stop (Kubernetes, Slurm preemption, `docker stop`, systemd) and a
+# closed terminal; a stopped script exits 128 + the signal's number, as shells report it.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# Set by experiments/launch_local_workers.py for its workers: the launcher says, once,
+# what was saved, so a worker stops without a line of its own.
+LAUNCHED_WORKER = "BN_KERAS_LAUNCHED_WORKER"
 
 
 def verbosity(argv: list[str]) -> int | None:
@@ -115,17 +118,34 @@ def configure_logging() -> None:
     logger.propagate = False  # absl's handler on the root logger would print them again
 
 
-def exit_promptly_on_interrupt(describe: Callable[[], str] | None = None) -> None:
-    """On Ctrl-C (SIGINT) or SIGTERM: print what is saved and how to resume, and exit at
-    once with 128 + the signal's number (130, 143).
+STARTING = "interrupted while starting; nothing was written."
+
+
+class _Stops:
+    """The process's answer to STOP_SIGNALS: what the line says (`describe`)."""
+
+    installed = False
+    describe: Callable[[], str] | None = None  # None: the plain "interrupted." line
+    starting = True
+
+
+def answer_stops(describe: Callable[[], str] | None = None, starting: bool = True) -> None:
+    """From now on, Ctrl-C (SIGINT), SIGTERM or SIGHUP prints one line and exits at once
+    with 128 + the signal's number (130, 143, 129). While `starting`, the line says that
+    nothing was written; then `describe()` says what is saved (and the line how to
+    resume), or, without it, the line is "interrupted.". Called again, it changes the line.
 
     Python delivers KeyboardInterrupt only when the main thread next runs Python
-    code, which can be many seconds into a TensorFlow call, and SIGTERM (what
-    Kubernetes, Slurm preemption, `docker stop` and systemd send) kills silently.
-    Instead either signal wakes a watcher thread (through `signal.set_wakeup_fd`),
-    which answers and ends the process; no file is left half-written, as every
-    write is atomic, and the OS releases the work directory's lock.
+    code, which can be many seconds into a TensorFlow call, and SIGTERM kills
+    silently. Instead each signal wakes a watcher thread (through
+    `signal.set_wakeup_fd`), which answers and ends the process; no file is left
+    half-written, as every write is atomic, and the OS releases the work directory's
+    lock. Nothing the answer does can stop the exit: a failing `describe` or a closed
+    stdout (`| tee`, killed) still exits.
     """
+    _Stops.describe, _Stops.starting = describe, starting
+    if _Stops.installed:
+        return
     read_fd, write_fd = os.pipe()
     os.set_blocking(write_fd, False)
     signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
@@ -136,22 +156,43 @@ def exit_promptly_on_interrupt(describe: Callable[[], str] | None = None) -> Non
         while (signum := os.read(read_fd, 1)[0]) not in STOP_SIGNALS:
             pass
         try:
-            saved = describe() if describe else "completed work is saved"
-        except Exception:  # noqa: BLE001 - the exit must not depend on it
-            saved = "completed work is saved"
-        sys.stdout.flush()
-        print_interrupted(saved)
-        os._exit(128 + signum)
+            if os.environ.get(LAUNCHED_WORKER) != "1":
+                print_interrupted(_stopped_line())
+        except BaseException:  # noqa: BLE001 - the exit must not depend on it
+            pass
+        finally:
+            os._exit(128 + signum)
 
     threading.Thread(target=watch, name="interrupt-watcher", daemon=True).start()
+    _Stops.installed = True
 
 
-def print_interrupted(saved: str) -> None:
-    """The line a stopped command prints: what is saved, and how to resume."""
+def _stopped_line() -> str:
+    if _Stops.starting:
+        return STARTING
+    if _Stops.describe is None:
+        return "interrupted."
+    try:
+        saved = _Stops.describe()
+    except Exception:  # noqa: BLE001 - the line must not depend on it
+        saved = "completed work is saved"
+    return f"interrupted: {saved}; run the same command again to resume."
+
+
+def exit_promptly_on_interrupt(describe: Callable[[], str] | None = None) -> None:
+    """`answer_stops` for a command that has started: `describe()` says what is saved."""
+    answer_stops(describe, starting=False)
+
+
+def print_interrupted(line: str) -> None:
+    """The line a stopped command prints (what is saved, and how to resume)."""
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass  # a closed stdout (a pipe whose reader died) must not stop the line
     # At a terminal a progress bar may hold the cursor mid-line: end that line first.
     start = "\n" if sys.stdout.isatty() else ""
-    print(f"{start}interrupted: {saved}; run the same command again to resume.",
-          file=sys.stderr, flush=True)
+    print(f"{start}{line}", file=sys.stderr, flush=True)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -167,17 +208,24 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def run(main: Callable[[list[str]], None],
-        on_interrupt: Callable[[], str] | None = None, exit_on_signal: bool = True) -> None:
+        on_interrupt: Callable[[], str] | None = None, exit_on_signal: bool = True,
+        positional: bool = False) -> None:
     """absl.app.run(main), turning user errors into one line, and Ctrl-C and SIGTERM into
     one line and exit 130 or 143.
 
-    `on_interrupt()` says what is saved when the command is stopped. A script that
-    answers the signals itself (one that must first stop its own child processes)
-    passes `exit_on_signal=False`.
+    `on_interrupt()` says what is saved when the command is stopped (without it, the line
+    is "interrupted."). A script that answers the signals itself (one that must first
+    stop its own child processes) passes `exit_on_signal=False`. Words on the command
+    line that are not flags are refused in one line unless `positional` (a script that
+    takes them, as the launcher takes train.py's flags after `--`): `--augment False`
+    would otherwise turn augmentation on and ignore the "False".
     """
     from absl import app
 
     def guarded(argv):
+        if not positional and len(argv) > 1:
+            sys.exit(f"error: unexpected argument {argv[1]!r}: flags take the form "
+                     "--name=value (a yes/no flag: --name or --noname); --help lists them.")
         traceback_wanted = bool(os.environ.get("BN_KERAS_TRACEBACK"))
         if traceback_wanted:
             import keras
@@ -192,6 +240,11 @@ def run(main: Callable[[list[str]], None],
         configure_logging()
         if exit_on_signal:
             exit_promptly_on_interrupt(on_interrupt)
+        else:
+            signal.set_wakeup_fd(-1)  # the script answers the signals itself
+            for signum in STOP_SIGNALS:
+                signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT
+                              else signal.SIG_DFL)
         from bn_keras.errors import UserError
 
         try:

@@ -39,6 +39,10 @@ class InUse(UserError, BlockingIOError):
     """Another process is writing to the same directory."""
 
 
+class WorkerLost(UserError, ConnectionError):
+    """Another worker of a multi-worker run has stopped: this one cannot go on alone."""
+
+
 class DamagedFile(Unusable):
     """A file that exists but cannot be what it should be: cut short, overwritten, altered."""
 

@@ -15,6 +15,7 @@ Keras' own names are needed on every backend; TensorFlow's only where Keras runs
 from __future__ import annotations
 
 import importlib
+import io
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -75,6 +76,31 @@ def keep_averages_apart(optimizer) -> None:
     at the end of every `fit` (`Optimizer.finalize_variable_values`, which `fit` calls with
     no way to opt out; a run here calls `fit` once per epoch)."""
     optimizer.finalize_variable_values = lambda var_list: None
+
+
+def weights_h5_bytes(model) -> bytes:
+    """What `model.save_weights("x.weights.h5")` writes (model and optimizer variables),
+    made in memory: `save_weights` takes a path only, and h5py writing to a full disk can
+    crash the process; Keras' own H5IOStore takes an io.BytesIO (`saving_lib.H5IOStore`,
+    `saving_lib._save_state`, as `save_weights_only` calls them)."""
+    from keras.src.saving import saving_lib
+
+    buffer = io.BytesIO()
+    store = saving_lib.H5IOStore(buffer, mode="w")
+    saving_lib._save_state(model, weights_store=store, assets_store=None, inner_path="",
+                           visited_saveables=set())
+    store.close()
+    return buffer.getvalue()
+
+
+def keras_file_bytes(model) -> bytes:
+    """What `model.save("x.keras")` writes, made in memory (`saving_lib.save_model` takes a
+    file object; `model.save` refuses one for its extension check)."""
+    from keras.src.saving import saving_lib
+
+    buffer = io.BytesIO()
+    saving_lib.save_model(model, buffer)
+    return buffer.getvalue()
 
 
 def build_from_first_replica(model, first_local: Callable[[Any], Any]) -> None:
@@ -149,6 +175,9 @@ _NAMES = (
     ("graph_model_types", "keras.src.models.functional", "Functional"),
     ("flatten_layers", "keras", "Layer._flatten_layers"),
     ("keep_averages_apart", "keras", "optimizers.Optimizer.finalize_variable_values"),
+    ("weights_h5_bytes", "keras.src.saving.saving_lib", "H5IOStore"),
+    ("weights_h5_bytes", "keras.src.saving.saving_lib", "_save_state"),
+    ("keras_file_bytes", "keras.src.saving.saving_lib", "save_model"),
     ("build_from_first_replica", "keras", "Model._maybe_symbolic_build"),
     ("build_from_first_replica", "keras", "Model._symbolic_build"),
     ("patch_reduce_per_replica", "keras.src.backend.tensorflow.trainer", "reduce_per_replica"),

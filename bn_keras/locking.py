@@ -17,7 +17,7 @@ import shlex
 import sys
 import time
 
-from bn_keras.errors import InUse, cannot_write
+from bn_keras.errors import InUse, Unusable, cannot_write
 
 LOCK_FILE = ".lock"
 
@@ -34,22 +34,41 @@ class DirectoryLock:
 
     def __enter__(self) -> DirectoryLock:
         self._created = not os.path.exists(self.path)
+        lock = os.path.join(self.path, LOCK_FILE)
         try:
             os.makedirs(self.path, exist_ok=True)
-            fd = os.open(os.path.join(self.path, LOCK_FILE),
-                         os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as e:
             raise cannot_write(self.path, e, f"choose a writable {self.argument}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_holder(fd)
+        while True:
+            fd = self._open(lock)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_holder(fd)
+                os.close(fd)
+                raise InUse(f"{self.what} {self.path!r} is in use by {holder}; wait for it "
+                            f"to finish or stop it, or choose another {self.argument}."
+                            ) from None
+            # Locked: but is it still the file at that path? A holder that tidied up
+            # (__exit__) may have unlinked it between our open and our lock; a lock on a
+            # deleted file excludes no one, so take the new one.
+            if _same_file(fd, lock):
+                break
             os.close(fd)
-            raise InUse(f"{self.what} {self.path!r} is in use by {holder}; wait for it to "
-                        f"finish or stop it, or choose another {self.argument}.") from None
         self._fd = fd
         _write_holder(fd)
         return self
+
+    def _open(self, lock: str) -> int:
+        """The lock file's descriptor; a link or a directory at its place is refused."""
+        if os.path.islink(lock) or os.path.isdir(lock):
+            kind = "a symbolic link" if os.path.islink(lock) else "a directory"
+            raise Unusable(f"{lock} is {kind}, not the lock file bn_keras writes there: "
+                           f"remove it (or choose another {self.argument}).")
+        try:
+            return os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as e:
+            raise cannot_write(lock, e, f"choose a writable {self.argument}") from None
 
     def __exit__(self, *exc) -> None:
         try:
@@ -61,6 +80,13 @@ class DirectoryLock:
         finally:
             os.close(self._fd)  # releases the lock
             self._fd = None
+
+
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except OSError:
+        return False
 
 
 def _write_holder(fd: int) -> None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from bn_keras import cli
 
+if __name__ == "__main__":
+    cli.answer_stops()  # Ctrl-C, SIGTERM, SIGHUP: one line, from here on
 cli.quiet_tensorflow()
 
 import json  # noqa: E402
@@ -72,13 +74,17 @@ def _model_path(workdir: str | None, model_path: str | None) -> str:
 
 
 def _run_metadata(workdir: str | None) -> dict:
+    """The run's config.json and final_metrics.json, where there are; a damaged one is
+    DamagedFile, in one line."""
+    from bn_keras import atomic
+
     info = {}
     for key, filename in (("training_config", "config.json"), ("training_metrics",
                                                                   "final_metrics.json")):
-        path = os.path.join(workdir or "", filename)
-        if workdir and os.path.isfile(path):
-            with open(path) as f:
-                info[key] = json.load(f)
+        if workdir:
+            value = atomic.read_json(os.path.join(workdir, filename), kind=dict)
+            if value is not None:
+                info[key] = value
     return info
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from bn_keras import cli
 
+if __name__ == "__main__":
+    cli.answer_stops()  # Ctrl-C, SIGTERM, SIGHUP: one line, from here on
 cli.quiet_tensorflow()
 
 import dataclasses  # noqa: E402
@@ -91,7 +93,8 @@ def launch(num_workers: int, train_args: list[str], timeout: float,
     previous = {s: signal.signal(s, forward) for s in cli.STOP_SIGNALS}
     try:
         for index in range(num_workers):
-            worker_env = {**os.environ, **(env or {}), "TF_CONFIG": tf_config(ports, index)}
+            worker_env = {**os.environ, **(env or {}), "TF_CONFIG": tf_config(ports, index),
+                          cli.LAUNCHED_WORKER: "1"}  # the launcher's line speaks for all
             procs.append(subprocess.Popen(
                 [sys.executable, TRAIN, "--strategy=multi_worker_mirrored", "--verbose=2",
                  *train_args], env=worker_env))
@@ -114,7 +117,7 @@ def _wait(procs, deadline, watch) -> None:
     """Returns once every worker has exited; stops the others when one fails or at the
     deadline."""
     stopping_since = None
-    while any(p.poll() is None for p in procs):
+    while any([p.poll() is None for p in procs]):  # a list: every worker polled each time
         failed = any(p.returncode not in (None, 0) for p in procs)
         if stopping_since is None and (failed or time.monotonic() > deadline):
             stopping_since = time.monotonic()
@@ -166,4 +169,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    cli.run(main, exit_on_signal=False)
+    cli.run(main, exit_on_signal=False, positional=True)

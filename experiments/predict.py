@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from bn_keras import cli
 
+if __name__ == "__main__":
+    cli.answer_stops()  # Ctrl-C, SIGTERM, SIGHUP: one line, from here on
 cli.quiet_tensorflow()
 
 import os  # noqa: E402
@@ -82,4 +84,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    cli.run(main)
+    cli.run(main, positional=True)

@@ -21,6 +21,9 @@ from absl import flags
 from bn_keras import cli
 from bn_keras.errors import InvalidSetting, NotFound, UserError
 
+if __name__ == "__main__":
+    cli.answer_stops()  # Ctrl-C, SIGTERM, SIGHUP: one line, from here on
+
 FLAGS = flags.FLAGS
 # View name -> the TensorBoard URL fragment that shows it (smoothing off: one point per epoch).
 VIEWS = {

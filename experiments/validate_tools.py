@@ -19,6 +19,8 @@ import os
 
 from bn_keras import cli
 
+if __name__ == "__main__":
+    cli.answer_stops()  # Ctrl-C, SIGTERM, SIGHUP: one line, from here on
 cli.quiet_tensorflow()
 
 from absl import flags, logging  # noqa: E402

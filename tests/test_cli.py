@@ -1,5 +1,7 @@
 """bn_keras.cli: --verbosity read before TensorFlow starts, and the scripts' common shape."""
 
+import signal
+
 import pytest
 
 from bn_keras import cli
@@ -117,3 +119,71 @@ def test_config_flags_carry_each_fields_help_default_and_bounds(script_flags):
     config = cli.config_from_flags(TrainConfig, flags, verbose=0)
     assert (config.epochs, config.bn, config.verbose, config.workdir) == (
         3, "keras", 0, "runs/lenet_keras")
+
+
+# A command that answers stops from its first line and then works for a long while (as
+# TensorFlow's import or a training epoch does), saying when it got there.
+_STOPPABLE = """
+import os, sys, time
+from bn_keras import cli
+cli.answer_stops()
+if os.environ.get("STARTED") == "1":
+    cli.exit_promptly_on_interrupt(lambda: "2 of 3 epochs saved in runs/x")
+if os.environ.get("PLAIN") == "1":
+    cli.exit_promptly_on_interrupt(None)
+open(os.environ["READY"], "w").close()
+time.sleep(600)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum,code,env,line", [
+    (signal.SIGINT, 130, {}, "interrupted while starting; nothing was written."),
+    (signal.SIGHUP, 129, {}, "interrupted while starting; nothing was written."),
+    (signal.SIGTERM, 143, {"STARTED": "1"},
+     "interrupted: 2 of 3 epochs saved in runs/x; run the same command again to resume."),
+    (signal.SIGTERM, 143, {"PLAIN": "1"}, "interrupted."),  # a command with nothing to resume
+], ids=["ctrl-c while starting", "sighup", "sigterm in a run", "sigterm, no resume"])
+def test_every_stop_is_one_line_and_its_exit_status(tmp_path, scripts, wait_for, signum,
+                                                    code, env, line):
+    ready = tmp_path / "ready"
+    proc = scripts.start(None, prelude=_STOPPABLE, env={"READY": str(ready), **env})
+    wait_for(ready.exists, "the command started")
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code
+    assert err.strip() == line and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_a_closed_stdout_cannot_stop_the_stop(tmp_path, scripts, wait_for):
+    """`train.py ... | tee run.log` and Ctrl-C: tee dies first; printing the line then fails
+    (BrokenPipeError), and the process must still exit, not train on ignoring signals."""
+    ready = tmp_path / "ready"
+    proc = scripts.start(None, prelude=_STOPPABLE.replace(
+        'open(os.environ["READY"]', 'print("x" * 100, flush=True); open(os.environ["READY"]'),
+        env={"READY": str(ready), "STARTED": "1"})
+    wait_for(ready.exists, "the command started")
+    proc.stdout.close()  # the reader of its stdout is gone
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+
+
+@pytest.mark.slow
+def test_words_that_are_not_flags_are_refused(tmp_path, scripts):
+    """`--augment False` turned augmentation on and dropped "False"; `-- --epochs=3` trained
+    the default epochs; `--workdir=` (an unset variable) trained into runs/lenet_custom."""
+    common = ["--dataset=synthetic", "--epochs=1", "--synthetic_examples=256"]
+    runs = scripts.run_all([
+        ("experiments/train", *common, "--augment", "False", f"--workdir={tmp_path / 'a'}"),
+        ("experiments/train", *common, f"--workdir={tmp_path / 'b'}", "--", "--epochs=3"),
+        ("experiments/train", *common, "--workdir="),
+    ])
+    messages = [proc.stderr.strip() for proc in runs.values()]
+    assert all(proc.returncode == 1 for proc in runs.values()), messages
+    assert messages[0].startswith("error: unexpected argument 'False': flags take the form "
+                                  "--name=value (a yes/no flag: --name or --noname)")
+    assert messages[1].startswith("error: unexpected argument '--epochs=3'")
+    assert messages[2] == ("error: --workdir='' names no directory; give a path (None: "
+                           "runs/<model>_<bn>).")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from bn_keras.data.cifar import IMAGE_SHAPE, NUM_CLASSES, SPLITS
-from bn_keras.errors import NotFound
+from bn_keras.errors import DamagedFile, NotFound
 
 SEQUENCE_SHAPE = (128, 256)  # the tutorial's Conv1D example input
 _CIFAR10_HOST = "www.cs.toronto.edu"  # where TFDS downloads CIFAR-10 from
@@ -41,6 +41,25 @@ def resolve_data_dir(data_dir: str | None = None) -> str | None:
     return data_dir or os.environ.get("TFDS_DATA_DIR") or None
 
 
+def usable_data_dir(data_dir: str | None, download: bool) -> str | None:
+    """The data directory to read: `data_dir` (else $TFDS_DATA_DIR) if it is one; a path
+    that does not exist is replaced, with `download`, by TFDS' default (None), in a log
+    line naming it. Raises DataNotFoundError for a file, or a missing path without
+    `download`."""
+    data_dir = resolve_data_dir(data_dir)
+    if data_dir is None or os.path.isdir(data_dir):
+        return data_dir
+    if os.path.exists(data_dir):
+        raise DataNotFoundError(f"data_dir={data_dir!r} is a file, not a directory: point it "
+                                "at a TFDS data directory holding cifar10/.")
+    if not download:
+        raise DataNotFoundError(f"data directory {data_dir!r} does not exist.")
+    default = os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
+    log.warning("note: data directory %s does not exist; using TFDS' default (%s), "
+                "downloading CIFAR-10 there if needed.", data_dir, default)
+    return None
+
+
 def load_cifar10(split: str, data_dir: str | None = None, download: bool = True) -> tf.data.Dataset:
     """The raw (uint8 image, label) examples of one split of CIFAR-10.
 
@@ -55,13 +74,7 @@ def load_cifar10(split: str, data_dir: str | None = None, download: bool = True)
 
     if split not in SPLITS:
         raise ValueError(f"Unknown split={split!r}; expected one of {', '.join(SPLITS)}.")
-    data_dir = resolve_data_dir(data_dir)
-    if data_dir is not None and not os.path.isdir(data_dir):
-        if not download:
-            raise DataNotFoundError(f"data directory {data_dir!r} does not exist.")
-        log.warning("note: data directory %s does not exist; using TFDS' default "
-                    "(~/tensorflow_datasets), downloading CIFAR-10 there if needed.", data_dir)
-        data_dir = None
+    data_dir = usable_data_dir(data_dir, download)
 
     def load(download_now: bool) -> tf.data.Dataset:
         return tfds.load("cifar10", split=SPLITS[split], data_dir=data_dir, as_supervised=True,
@@ -154,7 +167,13 @@ class Examples:
 def cifar10_examples(split: str, data_dir: str | None = None, download: bool = True) -> Examples:
     """One split of CIFAR-10, read completely into memory (see `load_cifar10`)."""
     dataset = load_cifar10(split, data_dir, download)
-    images, labels = dataset.batch(1 << 20).get_single_element()
+    try:
+        images, labels = dataset.batch(1 << 20).get_single_element()
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+        where = os.path.join(resolve_data_dir(data_dir) or "~/tensorflow_datasets", "cifar10")
+        raise DamagedFile(f"CIFAR-10's {split} files under {where}", _first_line(e),
+                          "prepare the dataset again (`tfds build cifar10`), or restore "
+                          "those files") from None
     return Examples(images.numpy(), labels.numpy().astype(np.int64))
 
 
@@ -185,6 +204,7 @@ def cifar10_splits(data_dir: str | None = None, download: bool = True,
                    train_examples: int | None = None) -> dict[str, Examples]:
     """CIFAR-10's "train", "validation" and "test" splits in memory (`train_examples`: the
     first N training examples only)."""
+    data_dir = usable_data_dir(data_dir, download)  # checked (and said) once, not per split
     splits = {split: cifar10_examples(split, data_dir, download) for split in SPLITS}
     splits["train"] = splits["train"].take(train_examples)
     return splits

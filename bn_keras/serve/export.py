@@ -66,8 +66,9 @@ def export_saved_model(model: keras.Model, base_dir: str, name: str, version: in
     Written to a temporary directory beside the target and renamed into
     place, so TF Serving never sees a half-written version.
     """
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise InvalidSetting(f"model name {name!r} must be letters, digits, '_', '-' or '.'.")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in (".", ".."):
+        raise InvalidSetting(f"model name {name!r} must be letters, digits, '_', '-' or '.' "
+                             "(and not '.' or '..', which name no model directory).")
     model_dir = os.path.join(base_dir, name)
     if version is not None and version < 1:
         raise InvalidSetting(f"version must be a positive integer, got {version}.")
@@ -171,7 +172,7 @@ def load_serving_model(path: str):
         raise NotFound(f"{path!r} is not a SavedModel (no saved_model.pb in it).")
     try:
         loaded = tf.saved_model.load(path)
-    except (OSError, ValueError, tf.errors.OpError) as e:
+    except (OSError, ValueError, IndexError, KeyError, tf.errors.OpError) as e:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise DamagedFile(path, f"TensorFlow cannot load it: {reason}",
                           "export the model again") from None
@@ -181,8 +182,15 @@ def load_serving_model(path: str):
 
 
 def read_metadata(path: str) -> dict[str, Any]:
-    with open(os.path.join(path, METADATA_FILE)) as f:
-        return json.load(f)
+    """An exported version's bn_keras_metadata.json; NotFound or DamagedFile in one line."""
+    metadata_path = os.path.join(path, METADATA_FILE)
+    metadata = atomic.read_json(metadata_path, kind=dict)
+    if metadata is None:
+        raise NotFound(f"{path!r} has no {METADATA_FILE}: was it exported by "
+                       "experiments/export.py?")
+    if not isinstance(metadata.get("class_names"), list):
+        raise DamagedFile(metadata_path, "it lacks the class names")
+    return metadata
 
 
 def rest_request_body(images: np.ndarray) -> str:

@@ -3,7 +3,8 @@
 Every file is measured from its header before a pixel is decoded (PNG: the
 IHDR chunk; JPEG: the SOFn frame header), and refused when it claims more than
 `MAX_PIXELS`: TensorFlow's decoders size their output from the header, so a
-4.6 MB PNG declaring 40000x40000 RGB would ask for 4.8 GB. (Pillow's lazy
+4.6 MB PNG declaring 40000x40000 RGB would ask for 4.8 GB, and decoding plus resizing
+holds about 9 bytes a pixel at the peak. (Pillow's lazy
 `Image.open` reads the same headers, but its limit is a process-wide setting,
 `PIL.Image.MAX_IMAGE_PIXELS`, that warns at one size and raises at twice it.)
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 import struct
 from typing import BinaryIO
 
@@ -34,10 +36,13 @@ import tensorflow as tf
 from bn_keras.errors import NotFound, UserError
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
-# 2**28 pixels (16384 x 16384): above the largest camera photos (200 MP), and at most
-# 768 MiB once decoded as RGB, which is what we are willing to spend on one image that
-# is about to become 32x32. Beyond it a header is far more likely a decompression bomb.
-MAX_PIXELS = 2**28
+# 2**26 pixels (67 MP, 8192 x 8192): what we are willing to spend on one image that is
+# about to become 32x32 is 768 MiB at the peak, and decoding plus resizing holds about 9
+# bytes a pixel (the decoded RGB, its copies, resize's float32 copy; measured: 292 MiB
+# above the start for a 5792 x 5792 PNG), so about 584 MiB here. 48-50 MP phone photos
+# pass; larger camera photos are refused (resize them first). Beyond it a header is far
+# more likely a decompression bomb (a 16000 x 16000 PNG of 0.75 MB peaked at 2.9 GB).
+MAX_PIXELS = 2**26
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}  # IHDR color type -> channels stored
@@ -157,6 +162,9 @@ def load(path: str, size: tuple[int, int], max_pixels: int = MAX_PIXELS
     unreadable, not PNG/JPEG, a header over `max_pixels`, or data that do not decode.
     """
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the read forever
+            raise UnreadableImage(f"{path}: not a regular file (a pipe, a device or a "
+                                  "socket), so not read.")
         with open(path, "rb") as f:
             header = read_header(f)
             check_size(header, max_pixels)

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import keras
 import keras_tuner
 
-from bn_keras.errors import InvalidSetting
+from bn_keras.errors import DamagedFile, InvalidSetting
 from bn_keras.train import training
 from bn_keras.train.config import TrainConfig
 from bn_keras.train.results import RunResult
@@ -72,11 +72,18 @@ def make_tuner(kind: str, base: TrainConfig, directory: str, max_trials: int,
     hypermodel.load_data()
     common = dict(hypermodel=hypermodel, objective="val_accuracy", seed=seed,
                   directory=directory, project_name=f"{kind}_search", overwrite=overwrite)
-    if kind == "hyperband":
-        return keras_tuner.Hyperband(max_epochs=max_epochs, factor=3, **common)
-    if kind == "bayesian":
-        return keras_tuner.BayesianOptimization(max_trials=max_trials, **common)
-    return keras_tuner.RandomSearch(max_trials=max_trials, **common)
+    try:  # a search already in `directory` is reloaded (oracle.json, trial.json files)
+        if kind == "hyperband":
+            return keras_tuner.Hyperband(max_epochs=max_epochs, factor=3, **common)
+        if kind == "bayesian":
+            return keras_tuner.BayesianOptimization(max_trials=max_trials, **common)
+        return keras_tuner.RandomSearch(max_trials=max_trials, **common)
+    except (ValueError, KeyError, TypeError) as e:  # json.JSONDecodeError is a ValueError
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise DamagedFile(os.path.join(directory, f"{kind}_search"),
+                          f"keras-tuner cannot reload the search kept there: {reason}",
+                          "move it aside to start the search afresh, or choose another "
+                          "`workdir`") from None
 
 
 def search(tuner: keras_tuner.Tuner, epochs: int, logdir: str) -> list[dict[str, Any]]:

@@ -163,9 +163,11 @@ class TrainConfig:
         if self.strategy == "tpu" and not self.tpu:
             raise InvalidSetting("strategy='tpu' needs a TPU address: tpu='local' on a Cloud "
                                  "TPU VM, or the TPU's name or grpc:// address.")
-        if not self.workdir:
-            raise InvalidSetting("workdir='' names no directory; give a path (None: "
-                                 "runs/<model>_<bn>).")
+        for name, default in (("workdir", "runs/<model>_<bn>"),
+                              ("data_dir", "$TFDS_DATA_DIR, else TFDS' default")):
+            if getattr(self, name) == "":  # an unset shell variable, say
+                raise InvalidSetting(f"{name}='' names no directory; give a path (None: "
+                                     f"{default}).")
         self._validate_bn()
 
     def _validate_bn(self) -> None:

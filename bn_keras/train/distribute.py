@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import signal
+from collections.abc import Iterator
 
 import tensorflow as tf
 
 from bn_keras import keras_compat
-from bn_keras.errors import InvalidSetting
+from bn_keras.errors import InvalidSetting, WorkerLost
 from bn_keras.train.config import STRATEGIES
 
 log = logging.getLogger(__name__)
@@ -41,8 +44,53 @@ def get_strategy(name: str = "auto", tpu: str | None = None,
         return tf.distribute.MirroredStrategy(devices or gpus or None)
     if name == "multi_worker_mirrored":
         _check_tf_config()
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        with _signals_stop_the_process():
+            return tf.distribute.MultiWorkerMirroredStrategy()
     return _tpu_strategy(tpu)
+
+
+@contextlib.contextmanager
+def _signals_stop_the_process() -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP stop the process (the signals' default action) inside,
+    and the handlers before are back afterwards.
+
+    A MultiWorkerMirroredStrategy waits in C++ for its peers, holding Python's lock: no
+    Python handler or thread runs until every worker has come, so a worker waiting for a
+    peer that never comes would ignore every signal. The default action needs no Python.
+    TensorFlow also installs a SIGTERM handler of its own there; restoring ours after
+    puts the process's answer back.
+    """
+    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.getsignal(s) for s in stops}
+    try:
+        for s in stops:
+            signal.signal(s, signal.SIG_DFL)
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+
+
+# How TensorFlow's collectives fail when a peer worker has gone (killed, its machine
+# lost): the connection is refused or reset, the collective is aborted or cancelled.
+PEER_FAILURES = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError,
+                 tf.errors.DeadlineExceededError)
+
+
+@contextlib.contextmanager
+def peers_watched(strategy: tf.distribute.Strategy, saved: str) -> Iterator[None]:
+    """Under several workers, a peer's death (`PEER_FAILURES` inside) becomes WorkerLost, in
+    one line that says what is `saved`; any other strategy is left alone."""
+    several = (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+               and strategy.num_replicas_in_sync > 1)
+    try:
+        yield
+    except PEER_FAILURES as e:
+        if not several:
+            raise
+        reason = (str(e.message).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise WorkerLost(f"another worker of the run stopped ({type(e).__name__}: {reason}); "
+                         f"this one stops too. {saved}") from None
 
 
 def use_threads(threads: int) -> int:

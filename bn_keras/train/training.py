@@ -224,7 +224,9 @@ def _run(config, datasets_override, strategy, extra_callbacks):
             workdir = Workdir(stack.enter_context(
                 worker_scratch(config.workdir, distribute.task_name(strategy))))
         resume = shared.check(config)
-        with workdir.writing(workdir.path):
+        saved = (f"Run the same command on every worker again to resume from the last "
+                 f"committed epoch in {config.workdir}.")
+        with workdir.writing(workdir.path), distribute.peers_watched(strategy, saved):
             return _train(config, datasets_override, strategy, extra_callbacks, workdir,
                           resume, steps_per_execution)
 

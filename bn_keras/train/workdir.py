@@ -31,21 +31,22 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import gc
+import hashlib
 import io
+import json
 import logging
 import os
 import re
 import shutil
 import stat
-import sys
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from typing import Any
 
 import keras
 
-from bn_keras import atomic
+from bn_keras import atomic, keras_compat
 from bn_keras.errors import (
     AlreadyExists,
     DamagedFile,
@@ -55,7 +56,7 @@ from bn_keras.errors import (
     cannot_write,
     write_failure,
 )
-from bn_keras.locking import DirectoryLock
+from bn_keras.locking import LOCK_FILE, DirectoryLock
 from bn_keras.train.config import TrainConfig, resume_conflicts
 from bn_keras.train.events import prune_events
 from bn_keras.train.results import RunResult
@@ -166,6 +167,11 @@ class Workdir:
                         "step (test evaluation, final files) runs again.", self.final_metrics,
                         e)
             return None
+        problem = keras_file_problem(self.final_model)
+        if problem is not None:
+            log.warning("note: %s is damaged (%s); the run's last step (test evaluation, "
+                        "final files) runs again.", self.final_model, problem)
+            return None
         result.history = numbered_from_one(result.history)
         return result
 
@@ -179,7 +185,14 @@ class Workdir:
         self._refuse_a_file()
         previous = self.read_config()
         if previous is None:
+            self._refuse_what_is_not_a_new_run()
             return Resume()
+        unknown = sorted(set(previous) - {f.name for f in dataclasses.fields(TrainConfig)})
+        if unknown:
+            raise InvalidSetting(
+                f"workdir {self.path!r} holds a run with settings this version of bn_keras "
+                f"does not know ({', '.join(unknown)}): it was written by a newer one; resume "
+                "it with that version, or choose another `workdir`.")
         resume = self.latest()
         conflict = resume_conflicts(previous, config, resume.epoch)
         if conflict:
@@ -191,6 +204,28 @@ class Workdir:
                 f"workdir {self.path!r} already holds a finished run of {config.epochs} epochs; "
                 "choose another `workdir`, or raise `epochs` to train it further.")
         return resume
+
+    def _refuse_what_is_not_a_new_run(self) -> None:
+        """Without config.json, a workdir is new only if it holds nothing a run keeps: it may
+        be missing, empty, or hold a lock and a killed run's temporary files. Committed
+        epochs without their config are a damaged run (never emptied); anything else is
+        someone's files (never pruned)."""
+        names = sorted(name for name in _listdir(self.path)
+                       if name not in (LOCK_FILE, WORKERS_DIR) and not atomic.is_temporary(name))
+        if not names:
+            return
+        commits = [n for n in _listdir(self.backup) if _EPOCH_DIR.match(n)]
+        if commits or os.path.exists(self.final_metrics):
+            raise DamagedFile(
+                self.config, "missing, while the workdir holds a run "
+                f"({len(commits)} committed epoch(s) in backup/"
+                f"{', final_metrics.json' if os.path.exists(self.final_metrics) else ''})",
+                "the run's settings are unknown, so nothing of it is pruned or overwritten: "
+                "put config.json back, or choose another `workdir`")
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise AlreadyExists(
+            f"workdir {self.path!r} holds files no run of bn_keras wrote there ({shown}) and "
+            "no config.json: nothing in it is touched; choose an empty or new directory.")
 
     def _refuse_a_file(self) -> None:
         if os.path.exists(self.path) and not os.path.isdir(self.path):
@@ -204,6 +239,7 @@ class Workdir:
         with self.writing(self.path):
             os.makedirs(self.path, exist_ok=True)
             self._remove_leftovers()
+            self._set_aside_a_damaged_best()
             atomic.write_json(self.config, dataclasses.asdict(config))
             if os.path.exists(self.final_metrics):  # continuing a finished run: unfinished
                 os.remove(self.final_metrics)
@@ -226,9 +262,11 @@ class Workdir:
             shutil.rmtree(tmp, ignore_errors=True)
             os.makedirs(tmp)
             weights = os.path.join(tmp, WEIGHTS_FILE)
-            model.save_weights(weights)
+            # Made in memory, written with Python's I/O: h5py writing to a full disk
+            # itself can crash the process (a segmentation fault), which nothing catches.
+            atomic.write_bytes(weights, keras_compat.weights_h5_bytes(model))
             atomic.write_json(os.path.join(tmp, STATE_FILE),
-                              {**state, "weights_sha256": atomic.sha256(weights)})
+                              checksummed({**state, "weights_sha256": atomic.sha256(weights)}))
             atomic.publish_directory(tmp, target)  # the commit point, on the disk
             for name in _listdir(self.backup):
                 m = _EPOCH_DIR.match(name)
@@ -251,9 +289,10 @@ class Workdir:
         atomic.write_text(self.metrics_csv, buffer.getvalue())
 
     def save_model(self, model: keras.Model, path: str) -> None:
-        """`model.save(path)` through a temporary file and a rename."""
-        with atomic.replacing(path) as tmp, self.writing(path, tmp):
-            model.save(tmp)
+        """`model.save(path)`, made in memory (see `commit`), through a temporary file and a
+        rename."""
+        with self.writing(path):
+            atomic.write_bytes(path, keras_compat.keras_file_bytes(model))
 
     def finish(self, model: keras.Model, result: RunResult) -> None:
         """The final model, then final_metrics.json, the mark of a finished run."""
@@ -265,27 +304,19 @@ class Workdir:
     def writing(self, path: str, tmp: str | None = None) -> Iterator[None]:
         """A failed write under `path` (full disk, read-only, no permission) -> one line
         naming it, with what is kept (`NotWritten`); `tmp`, the write's temporary file or
-        directory, is removed. (h5py and Keras report these as plain OSErrors, or
-        ValueErrors carrying "errno = 28" and the like.)"""
-        hook = sys.unraisablehook
-        sys.unraisablehook = _without_h5py_cleanup_noise(hook)
+        directory, is removed. (Weights and models are made in memory and written with
+        Python's I/O, so a full disk is an OSError here, never a crash in h5py.)"""
         try:
             yield
         except (OSError, ValueError) as e:
             if isinstance(e, NotWritten) or not _is_write_failure(e):
                 raise
-            # The failed write's h5py objects die with its traceback: let them go now,
-            # while their cleanup's complaints about the same full disk are silenced.
-            e.__traceback__ = None
-            gc.collect()
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
                 _remove(tmp)
             if not isinstance(e, Unusable):
                 e = cannot_write(path, e)
             raise NotWritten(f"{e} {self._kept()}") from None
-        finally:
-            sys.unraisablehook = hook
 
     def _kept(self) -> str:
         try:
@@ -294,6 +325,19 @@ class Workdir:
             epochs = 0
         return (f"Nothing committed is lost: {epochs} epoch(s) saved in {self.path}; run the "
                 "same command again to resume." if epochs else "No epoch had been saved yet.")
+
+    def _set_aside_a_damaged_best(self) -> None:
+        """A damaged checkpoints/best.keras (cut short, altered) is moved to
+        best.keras.damaged, with a line saying what follows: export would fail on it."""
+        if not os.path.exists(self.best):
+            return
+        problem = keras_file_problem(self.best)
+        if problem is None:
+            return
+        os.replace(self.best, self.best + ".damaged")
+        log.warning("note: %s is damaged (%s); moved to %s.damaged. The best checkpoint is "
+                    "written again when an epoch beats the best validation accuracy so far; "
+                    "until then an export takes final.keras.", self.best, problem, self.best)
 
     def _remove_leftovers(self) -> None:
         """Temporary files and half-written commits a killed run left (the lock is held: no
@@ -360,9 +404,22 @@ def _read_commit(directory: str) -> Resume:
     state = atomic.read_json(state_path, kind=dict)
     if state is None:
         raise DamagedFile(state_path, "missing")
+    recorded = state.get("checksum")  # commits before 0.2 recorded none
+    if recorded is not None and recorded != checksummed(state)["checksum"]:
+        raise DamagedFile(state_path, "its content differs from the checksum recorded when "
+                                      "the epoch was committed")
     if not (isinstance(state.get("epoch"), int) and isinstance(state.get("step"), int)
-            and isinstance(state.get("history"), list)):
-        raise DamagedFile(state_path, "it lacks the epoch, step or history of a commit")
+            and isinstance(state.get("history"), list)
+            and all(isinstance(row, dict) and isinstance(row.get("epoch"), int)
+                    for row in state["history"])
+            and isinstance(state.get("callbacks", {}), dict)):
+        raise DamagedFile(state_path, "it lacks the epoch, step, history or callback state of "
+                                      "a commit")
+    folder = int(_EPOCH_DIR.match(os.path.basename(directory)).group(1))
+    if state["epoch"] != folder or len(state["history"]) != folder:
+        raise DamagedFile(state_path, f"it says epoch {state['epoch']} with "
+                                      f"{len(state['history'])} epochs of history, in the "
+                                      f"folder of epoch {folder}")
     if not os.path.isfile(weights):
         raise DamagedFile(weights, "missing")
     recorded = state.get("weights_sha256")  # commits of 0.1.0 recorded none
@@ -371,6 +428,32 @@ def _read_commit(directory: str) -> Resume:
                                    "epoch was committed")
     state["history"] = numbered_from_one(state["history"])
     return Resume(epoch=state["epoch"], step=state["step"], state=state, checkpoint=weights)
+
+
+def keras_file_problem(path: str) -> str | None:
+    """Why the .keras file at `path` is not whole (not a zip, a member failing its CRC, a
+    part missing), or None; a missing file is None too."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            bad = archive.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError) as e:
+        return f"not a whole .keras file: {e}"
+    if bad is not None:
+        return f"its {bad} fails its checksum"
+    if not {"config.json", "model.weights.h5"} <= names:
+        return "it lacks its config.json or model.weights.h5"
+    return None
+
+
+def checksummed(state: dict[str, Any]) -> dict[str, Any]:
+    """`state` with "checksum": the SHA-256 of its canonical JSON without that key, so one
+    changed digit in a committed state.json is noticed, not resumed from."""
+    body = {k: v for k, v in state.items() if k != "checksum"}
+    text = json.dumps(body, sort_keys=True, default=str)
+    return {**body, "checksum": hashlib.sha256(text.encode()).hexdigest()}
 
 
 def _is_write_failure(error: Exception) -> bool:
@@ -382,18 +465,6 @@ def _is_write_failure(error: Exception) -> bool:
     if isinstance(error, UserError):
         return False
     return write_failure(error) is not None
-
-
-def _without_h5py_cleanup_noise(hook):
-    """sys.unraisablehook that drops h5py's "Can't decrement id ref count" reports: after a
-    failed write (a full disk), h5py's objects fail to flush again as they are freed, and
-    Python would print each as a traceback."""
-    def unraisable(report):
-        if not (isinstance(report.exc_value, RuntimeError)
-                and "decrement id ref count" in str(report.exc_value)):
-            hook(report)
-
-    return unraisable
 
 
 def _alive(pid: str) -> bool:

@@ -1,11 +1,14 @@
 """bn_keras.data: TFDS loading (mocked), epoch-indexed pipelines, synthetic sources, errors."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from bn_keras.data import cifar, pipelines, sources
+from bn_keras.errors import DamagedFile
 
 
 def _examples(n=24, seed=0):
@@ -185,3 +188,50 @@ def test_real_cifar10_splits_and_statistics(cifar10_dir):
     np.testing.assert_allclose(x.mean(axis=(0, 1, 2)), 0.0, atol=0.05)
     np.testing.assert_allclose(x.std(axis=(0, 1, 2)), 1.0, atol=0.05)
     assert set(np.unique(splits["test"].labels)) == set(range(10))
+
+
+def test_a_data_dir_that_is_a_file_is_one_line(tmp_path, caplog):
+    a_file = tmp_path / "cifar.tar"
+    a_file.write_text("x")
+    with pytest.raises(sources.DataNotFoundError, match=r"data_dir=.* is a file, not a "
+                                                        r"directory"):
+        sources.cifar10_splits(str(a_file))
+
+
+def test_a_missing_data_dir_is_said_once_naming_tfds_default(tmp_path, caplog, monkeypatch):
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "elsewhere"))
+    with pytest.raises(sources.DataNotFoundError):
+        with tfds_mock_failing():
+            sources.cifar10_splits(str(tmp_path / "missing"), download=True)
+    notes = [r.getMessage() for r in caplog.records if "does not exist" in r.getMessage()]
+    assert len(notes) == 1  # once, not once per split
+    assert f"using TFDS' default ({tmp_path / 'elsewhere'})" in notes[0]
+
+
+def tfds_mock_failing():
+    """TFDS finding nothing anywhere and no network: the load fails at once."""
+    import contextlib
+    from unittest import mock
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(mock.patch.object(sources, "_can_reach", lambda host: False))
+    return stack
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+def test_a_damaged_cifar_shard_is_one_line(tmp_path, cifar10_dir):
+    """A truncated (or bit-flipped) TFRecord shard: DataLossError, 47 lines, before."""
+    import shutil
+
+    source = os.path.join(cifar10_dir, "cifar10")
+    copy = tmp_path / "tfds" / "cifar10"
+    shutil.copytree(source, copy)
+    shard = next(p for p in copy.rglob("cifar10-test.tfrecord*"))
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DamagedFile) as error:
+        sources.cifar10_examples("test", str(tmp_path / "tfds"), download=False)
+    assert str(error.value).startswith("CIFAR-10's test files under ")
+    assert "prepare the dataset again" in str(error.value)

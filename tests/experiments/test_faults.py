@@ -73,6 +73,13 @@ def _newest(workdir):
     return workdir / "backup" / "epoch-0002"
 
 
+def _snapshot(path):
+    """Every file under `path` with its bytes, but the lock (which says who holds it): to
+    show a refused run touched nothing."""
+    return {os.path.relpath(os.path.join(d, f), path): open(os.path.join(d, f), "rb").read()
+            for d, _, files in os.walk(path) for f in files if f != ".lock"}
+
+
 # --------------------------------------------------------------- damaged files
 @pytest.mark.parametrize("content", ["", '{"model": "lenet", "bn"', "[]"])
 def test_a_damaged_config_is_named_with_what_to_do(stopped, content):
@@ -83,7 +90,7 @@ def test_a_damaged_config_is_named_with_what_to_do(stopped, content):
     message = str(error.value)
     assert message.startswith(f"{stopped / 'config.json'} is damaged (")
     assert message.endswith("the run's settings are unknown: put the file back, or choose "
-                            "another --workdir.")
+                            "another `workdir`.")
     assert (stopped / "metrics.csv").read_text() == before  # nothing changed
 
 
@@ -299,3 +306,122 @@ def test_the_launcher_forwards_signals_waits_for_its_workers_and_resumes(tmp_pat
     shutil.rmtree(workdir)
     again = scripts.run(*args[:-2], "--epochs=1", f"--workdir={workdir}", timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
+
+
+# --------------------------------------------------------- what a workdir holds
+def test_a_lost_config_json_with_commits_is_a_damaged_run_never_emptied(stopped):
+    """The run's config.json deleted, then a run of other settings on the same workdir:
+    refused, naming the file, and every file kept as it was (it once truncated the event
+    files and deleted metrics.csv)."""
+    (stopped / "config.json").unlink()
+    before = _snapshot(stopped)
+    with pytest.raises(DamagedFile) as error:
+        training.run(_config(stopped, seed=1))
+    assert str(error.value).startswith(f"{stopped / 'config.json'} is damaged (missing, while "
+                                       "the workdir holds a run (2 committed epoch(s)")
+    assert "nothing of it is pruned or overwritten" in str(error.value)
+    assert _snapshot(stopped) == before
+
+
+def test_a_folder_of_someone_elses_files_is_refused_never_pruned(tmp_path):
+    folder = tmp_path / "notes"
+    (folder / "tensorboard" / "train").mkdir(parents=True)
+    (folder / "metrics.csv").write_text("a,b\n1,2\n")
+    (folder / "tensorboard" / "train" / "events.out.tfevents.1.host").write_bytes(b"x" * 100)
+    before = _snapshot(folder)
+    with pytest.raises(AlreadyExists, match=r"holds files no run of bn_keras wrote there "
+                                            r"\(metrics.csv, tensorboard\)"):
+        training.run(_config(folder, epochs=1))
+    assert _snapshot(folder) == before
+
+
+def test_an_empty_folder_or_one_with_a_lock_and_leftovers_is_a_new_workdir(tmp_path):
+    folder = tmp_path / "fresh"
+    folder.mkdir()
+    (folder / ".lock").write_text("")
+    (folder / ".config.999999.tmp.json").write_text("{")
+    training.run(_config(folder, epochs=1))
+    assert (folder / "final_metrics.json").exists()
+    assert not (folder / ".config.999999.tmp.json").exists()
+
+
+@pytest.mark.parametrize("change", ["one digit", "one key", "one digit, no checksum"])
+def test_a_changed_committed_state_is_noticed_not_resumed_from(stopped, reference, change,
+                                                                caplog):
+    """"epoch": 2 -> 3 resumed "after epoch 3" and skipped an epoch; "epocx" trained a whole
+    epoch and then raised KeyError. Both are damage now: the commit before is used."""
+    path = _newest(stopped) / "state.json"
+    state = json.loads(path.read_text())
+    if change == "one key":
+        state["epocx"] = state.pop("epoch")
+    else:
+        state["epoch"] = 3
+        if change.endswith("no checksum"):  # as a commit of an earlier version
+            del state["checksum"]
+    path.write_text(json.dumps(state))
+    metrics = training.run(_config(stopped))
+    assert metrics.epochs_run_this_session == 2
+    assert f"{path} is damaged" in caplog.text
+    assert _results(stopped) == reference[0]
+
+
+def test_a_config_from_a_newer_version_is_refused_not_rewritten(stopped):
+    config = json.loads((stopped / "config.json").read_text())
+    config["sharpness_aware"] = True
+    (stopped / "config.json").write_text(json.dumps(config))
+    before = _snapshot(stopped)
+    with pytest.raises(ValueError, match=r"settings this version of bn_keras does not know "
+                                         r"\(sharpness_aware\)"):
+        training.run(_config(stopped))
+    assert _snapshot(stopped) == before
+
+
+def test_a_damaged_best_checkpoint_is_set_aside_and_said(stopped, caplog):
+    best = stopped / "checkpoints" / "best.keras"
+    best.write_bytes(best.read_bytes()[:1000])
+    training.run(_config(stopped))
+    assert "best.keras is damaged (not a whole .keras file" in caplog.text
+    assert (stopped / "checkpoints" / "best.keras.damaged").exists()
+
+
+def test_a_damaged_final_model_finishes_the_run_again(tmp_path, caplog):
+    finished = tmp_path / "finished"
+    training.run(_config(finished, epochs=1))
+    final = finished / "final.keras"
+    final.write_bytes(final.read_bytes()[:-100])
+    metrics = training.run(_config(finished, epochs=1))  # not "already finished"
+    assert metrics.epochs_run_this_session == 0
+    assert "final.keras is damaged" in caplog.text
+    assert keras.models.load_model(final) is not None
+
+
+def test_a_failed_weights_write_is_one_line_never_a_crash(stopped, monkeypatch):
+    """The weights are made in memory and written with Python's I/O: a full disk is an
+    OSError there (h5py writing to it crashed the process, exit 139)."""
+    import errno
+
+    from bn_keras.train import workdir
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    monkeypatch.setattr(workdir.atomic, "write_bytes", full)
+    with pytest.raises(Unusable) as error:
+        training.run(_config(stopped))
+    message = str(error.value)
+    assert "No space left on device; free some space on that disk." in message
+    assert "Nothing committed is lost: 2 epoch(s) saved" in message
+    assert not [n for n in os.listdir(stopped / "backup") if n.startswith(".tmp-")]
+
+
+def test_a_study_does_not_take_a_finished_run_of_other_settings(stopped, tmp_path):
+    """A run directory of a study holding a finished run of other settings is refused,
+    never reported as that arm's result."""
+    from bn_keras.study import runner
+
+    training.run(_config(stopped))  # finished, bn_momentum 0.9
+    arm_dir = tmp_path / "study" / "arm_seed0"
+    shutil.copytree(stopped, arm_dir)
+    with pytest.raises(ValueError, match="holds a run with other settings"):
+        runner.run_study([runner.Arm("arm")], [0], _config(tmp_path, bn_momentum=0.5),
+                         str(tmp_path / "study"))
