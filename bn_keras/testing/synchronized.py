@@ -290,7 +290,7 @@ def torch_processes(world_size: int, target: Callable[..., Any], *args: Any,
 
     with tempfile.TemporaryDirectory() as directory:
         context = mp.start_processes(_torch_process, args=(world_size, directory, backend,
-                                                           target, args),
+                                                           timeout, target, args),
                                      nprocs=world_size, join=False, start_method="spawn")
         deadline = time.monotonic() + timeout
         try:
@@ -311,13 +311,17 @@ def torch_processes(world_size: int, target: Callable[..., Any], *args: Any,
 
 
 def _torch_process(rank: int, world_size: int, directory: str, backend: str,
-                   target: Callable[..., Any], args: tuple) -> None:
+                   timeout: float, target: Callable[..., Any], args: tuple) -> None:
+    import datetime
+
     import torch
     import torch.distributed as dist
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+    # A collective waits at most `timeout` for a process that died (gloo's default: 30 min).
     dist.init_process_group(backend, init_method=f"file://{directory}/store", rank=rank,
-                            world_size=world_size)
+                            world_size=world_size,
+                            timeout=datetime.timedelta(seconds=timeout))
     try:
         result = target(*args)
         with open(os.path.join(directory, f"{rank}.pickle"), "wb") as f:

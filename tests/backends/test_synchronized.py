@@ -8,14 +8,11 @@ rest runs in a fresh process per backend (tests/backends/synchronized_probe.py),
 Keras picks its backend at import, JAX its device count at import, and TensorFlow its
 logical devices before its runtime starts: TensorFlow with 4 replicas, JAX with 2 and 4
 CPU devices under keras.distribution.DataParallel, PyTorch with 2 and 4 gloo processes.
-Each probe runs in a process group of its own, killed when the test ends, so no replica
-outlives a failure or a timeout.
+Each probe runs in a process group of its own, killed when the test ends
+(`scripts.run_group`), so no replica outlives a failure or a timeout.
 """
 
 import json
-import os
-import signal
-import subprocess
 
 import numpy as np
 import pytest
@@ -69,25 +66,15 @@ def test_ghost_batches_refuse_synchronized():
 
 
 def _run_probe(scripts, backend, request, directory):
-    """The probe's report; its whole process group is killed at the end, whatever happens."""
+    """The probe's report (scripts.run_group: its replicas die with it)."""
     (directory / "request.json").write_text(json.dumps(request))
     env = {"KERAS_BACKEND": backend}
     if backend == "jax":
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={JAX_DEVICES}"
-    command = scripts.command("tests/backends/synchronized_probe",
-                              str(directory / "request.json"), str(directory / "report.json"))
-    proc = subprocess.Popen(command, cwd=scripts.root, env=scripts.env(**env),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        _, stderr = proc.communicate(timeout=request["timeout"])
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # the probe and any replica it started
-        except ProcessLookupError:
-            pass
-        proc.communicate()
-    assert proc.returncode == 0, stderr[-5000:]
+    proc = scripts.run_group("tests/backends/synchronized_probe",
+                             str(directory / "request.json"), str(directory / "report.json"),
+                             env=env, timeout=request["timeout"])
+    assert proc.returncode == 0, proc.stderr[-5000:]
     return json.loads((directory / "report.json").read_text())
 
 
