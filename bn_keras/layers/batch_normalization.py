@@ -282,18 +282,24 @@ class BatchNormalization(keras.layers.Layer):
             centered = x - mean
             return mean, ops.mean(ops.square(centered), axis=axes, keepdims=True), centered
 
-        def total(t):
-            s = ops.sum(t, axis=axes, keepdims=True)
-            return self._backend.sum_over_replicas(s) if reduce_replicas else s
+        def totals(*ts):
+            # Across replicas, the sums travel together: one reduction, not one each.
+            sums = [ops.sum(t, axis=axes, keepdims=True) for t in ts]
+            if not reduce_replicas:
+                return sums
+            reduced = self._backend.sum_over_replicas(ops.stack(sums))
+            return [reduced[i] for i in range(len(sums))]
 
         if valid is None:
-            count, counted = total(ops.ones_like(x)), (lambda t: t)
+            ones, counted = ops.ones_like(x), (lambda t: t)
         else:
             valid = ops.broadcast_to(valid, ops.shape(x))
-            count, counted = total(ops.cast(valid, x.dtype)), (lambda t: ops.where(valid, t, 0.0))
-        mean = ops.divide_no_nan(total(counted(x)), count)
+            ones, counted = ops.cast(valid, x.dtype), (lambda t: ops.where(valid, t, 0.0))
+        count, total = totals(ones, counted(x))
+        mean = ops.divide_no_nan(total, count)
         centered = x - mean
-        variance = ops.divide_no_nan(total(counted(ops.square(centered))), count)
+        (squares,) = totals(counted(ops.square(centered)))
+        variance = ops.divide_no_nan(squares, count)
         return mean, variance, centered
 
     def _scale_and_shift(self, centered, variance, like, gamma=None, beta=None):
