@@ -220,8 +220,22 @@ def prove(split: Split, observed: Observation, seed: int = 0) -> dict[str, Any]:
     differences = compare(observed, reference)
     local = compare(local_statistics(split, seed), reference)
     return {"split": split.name, "replicas": split.replicas, "even": split.even,
-            "differences": differences, "passed": passes(differences),
+            "differences": differences, "absolute": absolute_differences(observed, reference),
+            "passed": passes(differences),
             "local_difference": max(local[q] for q in QUANTITIES)}
+
+
+def absolute_differences(observed: Observation, reference: Observation) -> dict[str, float]:
+    """max|observed - reference| of each quantity (the moving statistics': every replica's)."""
+    def largest(actual, expected):
+        return float(np.max(np.abs(actual.astype(np.float64) - expected)))
+
+    result = {}
+    for name in QUANTITIES:
+        actual, expected = getattr(observed, name), getattr(reference, name)
+        result[name] = (max(largest(a, expected[0]) for a in actual)
+                        if isinstance(actual, list) else largest(actual, expected))
+    return result
 
 
 # ------------------------------------------------------------------ TensorFlow
