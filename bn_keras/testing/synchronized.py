@@ -21,9 +21,9 @@ How replicas run is the backend's:
   statistics are global because the program is. JAX refuses a batch that the devices
   do not divide evenly.
 
-Then the full training step (`lenet_batches`, `jax_fit`, `torch_train`): LeNet with
-our BN trained a few steps, data-parallel, against one device on the concatenated
-batches: every weight, and every replica's moving statistics.
+Then the full training step (`lenet_batches`; `tensorflow_fit`, `jax_fit`,
+`torch_train`): LeNet with our BN trained a few steps, data-parallel, against one device
+on the concatenated batches: every weight, and every replica's moving statistics.
 """
 
 from __future__ import annotations
