@@ -87,6 +87,27 @@ class Scripts:
                               env=self.env(**(env or {})), capture_output=True, text=True,
                               timeout=timeout)
 
+    def run_group(self, script: str | None, *args: str, env: dict[str, str] | None = None,
+                  timeout: float = 600) -> subprocess.CompletedProcess:
+        """`run`, in a process group of its own that is killed at the end, whatever
+        happens: nothing the script started (replica processes) outlives it."""
+        import signal
+
+        command = self.command(script, *args)
+        proc = subprocess.Popen(command, cwd=REPO, env=self.env(**(env or {})),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            if proc.returncode is None:
+                proc.communicate()
+        return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+
     def start(self, script: str | None, *args: str, prelude: str | None = None,
               env: dict[str, str] | None = None) -> subprocess.Popen:
         """Starts it and returns at once (for signals and kills), its output piped as text."""

@@ -19,8 +19,14 @@ natively, any other rank as an (M, C) matrix. PyTorch refuses training with
 a single value per channel (a batch of one 2-D example), which then takes the
 layer's general path.
 
-Replicas: `torch.distributed` processes. Summing statistics over them is not
-implemented; a synchronized layer refuses to train with several.
+Replicas: the processes of the default `torch.distributed` group (gloo on CPUs, NCCL
+on GPUs), e.g. started by `torchrun` or `torch.multiprocessing` and wrapped in
+DistributedDataParallel. A synchronized layer sums its counts, sums and squared
+deviations over them with `_SumOverProcesses`, an all-reduce that autograd sees: its
+gradient is the all-reduce of the incoming gradients, so each process's backward
+pass carries every process's share of d(loss)/d(statistics), the math of PyTorch's
+SyncBatchNorm (which runs on GPUs only). A plain `dist.all_reduce` would be
+invisible to autograd and leave each process with its own share only.
 """
 
 from __future__ import annotations
@@ -33,8 +39,8 @@ _FAST_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 class TorchBackend:
-    """PyTorch: `torch.nn.functional.batch_norm`; replicas are torch.distributed
-    processes."""
+    """PyTorch: `torch.nn.functional.batch_norm`; replicas are the processes of the
+    default torch.distributed group."""
 
     name = "torch"
 
@@ -53,10 +59,27 @@ class TorchBackend:
     def sum_over_replicas(self, t):
         if self.replicas_in_sync() == 1:
             return t
-        raise NotImplementedError(
-            f"BatchNormalization: synchronized=True across {self.replicas_in_sync()} "
-            "torch.distributed processes is not supported on the torch backend; use "
-            "synchronized=False (each process normalizes with its own batch statistics).")
+        return _SumOverProcesses.apply(t)
+
+
+class _SumOverProcesses(torch.autograd.Function):
+    """`t` summed over the default process group, differentiable: the gradient of each
+    process's input is the sum of every process's gradient of the output.
+
+    torch.distributed.nn.functional.all_reduce computes the same, but PyTorch 2.14
+    deprecates it with a FutureWarning at each call, pointing to a private module."""
+
+    @staticmethod
+    def forward(ctx, t):
+        total = t.clone(memory_format=torch.contiguous_format)
+        torch.distributed.all_reduce(total, op=torch.distributed.ReduceOp.SUM)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad):
+        total = grad.clone(memory_format=torch.contiguous_format)
+        torch.distributed.all_reduce(total, op=torch.distributed.ReduceOp.SUM)
+        return total
 
 
 class _Kernel:

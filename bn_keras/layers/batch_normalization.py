@@ -77,12 +77,19 @@ class BatchNormalization(keras.layers.Layer):
             `[-dmax, dmax]`.
         renorm_momentum: Momentum of the renorm moving statistics.
         synchronized: If `True`, where several replicas each hold part of the
-            batch (a `tf.distribute` strategy), the batch statistics are
-            reduced across them, so every replica normalizes with the global
-            batch's statistics. On one device it changes nothing, on every
-            backend (Keras' own layer refuses it outside TensorFlow). Under
-            Keras' JAX distribution the statistics are the global batch's
-            anyway; with several `torch.distributed` processes it raises.
+            batch, the training-mode statistics are the global batch's: counts,
+            sums and squared deviations are summed across the replicas, each
+            part weighted by its size, and the gradient flows back through the
+            sums, so every replica normalizes and updates its moving statistics
+            as one device would on the concatenated batch. Replicas are those
+            of a `tf.distribute` strategy on TensorFlow and the processes of the
+            default `torch.distributed` group on PyTorch (gloo or NCCL, e.g.
+            under DistributedDataParallel). On JAX, `keras.distribution.
+            DataParallel` runs one program over the global batch, so the
+            statistics are global with or without this argument. Inference uses
+            no reduction, and on one device it changes nothing, on every backend
+            (Keras' own layer refuses it outside TensorFlow). Not combined with
+            `virtual_batch_size` (ghost batches are per replica).
         virtual_batch_size: Ghost Batch Normalization (Hoffer et al., 2017):
             if set, each training batch is split into consecutive groups of
             this many examples, each normalized with its own statistics. A
@@ -286,18 +293,24 @@ class BatchNormalization(keras.layers.Layer):
             centered = x - mean
             return mean, ops.mean(ops.square(centered), axis=axes, keepdims=True), centered
 
-        def total(t):
-            s = ops.sum(t, axis=axes, keepdims=True)
-            return self._backend.sum_over_replicas(s) if reduce_replicas else s
+        def totals(*ts):
+            # Across replicas, the sums travel together: one reduction, not one each.
+            sums = [ops.sum(t, axis=axes, keepdims=True) for t in ts]
+            if not reduce_replicas:
+                return sums
+            reduced = self._backend.sum_over_replicas(ops.stack(sums))
+            return [reduced[i] for i in range(len(sums))]
 
         if valid is None:
-            count, counted = total(ops.ones_like(x)), (lambda t: t)
+            ones, counted = ops.ones_like(x), (lambda t: t)
         else:
             valid = ops.broadcast_to(valid, ops.shape(x))
-            count, counted = total(ops.cast(valid, x.dtype)), (lambda t: ops.where(valid, t, 0.0))
-        mean = ops.divide_no_nan(total(counted(x)), count)
+            ones, counted = ops.cast(valid, x.dtype), (lambda t: ops.where(valid, t, 0.0))
+        count, total = totals(ones, counted(x))
+        mean = ops.divide_no_nan(total, count)
         centered = x - mean
-        variance = ops.divide_no_nan(total(counted(ops.square(centered))), count)
+        (squares,) = totals(counted(ops.square(centered)))
+        variance = ops.divide_no_nan(squares, count)
         return mean, variance, centered
 
     def _scale_and_shift(self, centered, variance, like, gamma=None, beta=None):

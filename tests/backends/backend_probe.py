@@ -43,7 +43,8 @@ def ghost(batch, group_size, seed=0):
 
 
 def synchronized():
-    """synchronized=True on one device: the same outputs and statistics as without."""
+    """synchronized=True on one device: the same outputs and statistics as without. (Several
+    replicas: tests/backends/test_synchronized.py.)"""
     x = np.random.default_rng(1).normal(size=(8, 6, 6, 16)).astype(np.float32) * 2 + 1
     results = {}
     for sync in (True, False):
@@ -53,16 +54,6 @@ def synchronized():
     report = {"max_output_difference": float(np.max(np.abs(results[True][0] - results[False][0]))),
               "max_variance_difference": float(np.max(np.abs(results[True][1]
                                                               - results[False][1])))}
-    if keras.config.backend() == "torch":  # several torch.distributed processes: refused
-        backend = backends.current()
-        backend.replicas_in_sync = lambda: 2  # as if two processes were running
-        try:
-            BatchNormalization(synchronized=True)(x, training=True)
-            report["several_processes_error"] = None
-        except NotImplementedError as e:
-            report["several_processes_error"] = str(e)
-        finally:
-            del backend.replicas_in_sync
     return report
 
 
