@@ -206,3 +206,31 @@ def test_a_mixed_bfloat16_model_exports_folded_and_served_in_float32(tmp_path, l
         "test_accuracy_float32"]
     served = export.load_serving_model(report["saved_model"])
     assert served.signatures["serving_default"].structured_outputs["logits"].dtype == tf.float32
+
+
+@pytest.mark.parametrize("name", ["..", "."])
+def test_a_name_that_climbs_out_of_the_base_dir_is_refused(tmp_path, lenet, name):
+    with pytest.raises(ValueError, match=r"not '\.' or '\.\.'"):
+        export.export_saved_model(lenet[0], str(tmp_path / "base"), name)
+    assert not (tmp_path / "1").exists() and not (tmp_path / "base").exists()
+
+
+@pytest.mark.parametrize("content,error", [(None, "has no bn_keras_metadata.json"),
+                                           ("{", "is damaged"), ("{}", "lacks the class names")])
+def test_missing_or_damaged_metadata_is_one_line(tmp_path, content, error):
+    version = tmp_path / "m" / "1"
+    version.mkdir(parents=True)
+    if content is not None:
+        (version / export.METADATA_FILE).write_text(content)
+    with pytest.raises(OSError, match=error):  # NotFound or DamagedFile, both one line
+        export.read_metadata(str(version))
+
+
+@pytest.mark.slow
+def test_a_truncated_variables_file_is_one_line(tmp_path, lenet):
+    target = export.export_saved_model(lenet[0], str(tmp_path), "small")
+    data = os.path.join(target, "variables", "variables.data-00000-of-00001")
+    with open(data, "r+b") as f:
+        f.truncate(os.path.getsize(data) // 3)
+    with pytest.raises(DamagedFile, match="TensorFlow cannot load it"):
+        export.load_serving_model(target)

@@ -145,3 +145,20 @@ def test_find(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no PNG or JPEG images in"):
         images.find([str(tmp_path / "empty")])
+
+
+def test_a_16000_square_png_is_refused_within_the_memory_budget(tmp_path, png_claiming):
+    """0.75 MB declaring 16000x16000 peaked at 2.9 GB: under the old limit (2**28 pixels)
+    it passed; decoding and resizing hold ~9 bytes a pixel, so the limit is 2**26."""
+    path = _write(tmp_path, "big.png", png_claiming(16000, 16000))
+    with pytest.raises(images.UnreadableImage, match="more than the limit of 67,108,864"):
+        images.load(path, (32, 32))
+
+
+def test_a_fifo_named_like_an_image_is_skipped_not_waited_on(tmp_path):
+    import os
+
+    fifo = tmp_path / "x.png"
+    os.mkfifo(fifo)
+    with pytest.raises(images.UnreadableImage, match="not a regular file"):
+        images.load(str(fifo), (32, 32))

@@ -62,3 +62,18 @@ def test_missing_data_is_found_before_the_search_writes_anything(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         tuning.make_tuner("random", base, str(tmp_path / "tuner"), max_trials=1, max_epochs=1)
     assert not (tmp_path / "tuner").exists()
+
+
+def test_a_damaged_search_state_is_one_line(tmp_path):
+    """keras-tuner reloads oracle.json when the directory holds a search: cut short, that
+    was a JSONDecodeError traceback."""
+    from bn_keras.errors import DamagedFile
+
+    search = tmp_path / "random_search"
+    search.mkdir()
+    (search / "tuner0.json").write_text("{}")  # a search to reload
+    (search / "oracle.json").write_text('{"ongoing_trials": {"tuner0": ')
+    with pytest.raises(DamagedFile, match=r"random_search is damaged \(keras-tuner cannot "
+                                          r"reload the search kept there"):
+        tuning.make_tuner("random", _base(tmp_path), str(tmp_path), max_trials=1,
+                          max_epochs=1)

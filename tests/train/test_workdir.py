@@ -1,6 +1,7 @@
 """bn_keras.train.workdir: commits that survive a kill, and the guards."""
 
 import dataclasses
+import json
 import os
 
 import keras
@@ -92,3 +93,37 @@ def test_save_model_is_atomic(tmp_path):
     w.save_model(model, w.best)
     assert os.listdir(tmp_path / "checkpoints") == ["best.keras"]
     assert keras.models.load_model(w.best).count_params() == model.count_params()
+
+
+def test_a_commit_is_on_the_disk_before_the_epoch_two_back_is_deleted(tmp_path, monkeypatch):
+    """Only state.json was fsynced once: a power loss could leave both kept commits torn.
+    Now the new commit's files and directory are flushed and renamed into place, and its
+    parent flushed, before the epoch two back is removed."""
+    from bn_keras import atomic
+
+    w = workdir.Workdir(str(tmp_path))
+    model = _model()
+    w.commit(model, _state(1))
+    w.commit(model, _state(2))
+    calls = []
+    publish, rmtree = atomic.publish_directory, workdir.shutil.rmtree
+    monkeypatch.setattr(atomic, "publish_directory",
+                        lambda tmp, target: (calls.append(("publish", os.path.basename(target))),
+                                             publish(tmp, target)))
+    monkeypatch.setattr(workdir.shutil, "rmtree",
+                        lambda path, **kw: (calls.append(("remove", os.path.basename(path))),
+                                            rmtree(path, **kw)))
+    w.commit(model, _state(3))
+    assert calls.index(("publish", "epoch-0003")) < calls.index(("remove", "epoch-0001"))
+
+
+def test_the_committed_state_carries_its_checksum(tmp_path):
+    w = workdir.Workdir(str(tmp_path))
+    w.commit(_model(), _state(1))
+    path = tmp_path / "backup" / "epoch-0001" / "state.json"
+    state = json.loads(path.read_text())
+    assert state["checksum"] == workdir.checksummed(state)["checksum"]
+    state["history"][0]["loss"] = 0.5
+    path.write_text(json.dumps(state))
+    with pytest.raises(Exception, match="differs from the checksum recorded"):
+        w.latest()
