@@ -16,7 +16,8 @@ registers the models' own layer classes for Keras serialization.
 
 from bn_keras import lazy
 
-_OPTIONS = ("BN_CHOICES", "MACS_PER_EXAMPLE", "MODELS", "PLACEMENTS", "check_bn",
+_OPTIONS = ("BATCH_NORMS", "BN_CHOICES", "GROUP_NORM_GROUPS", "MACS_PER_EXAMPLE", "MODELS",
+            "OTHER_NORMS", "PLACEMENTS", "check_bn",
             "check_options", "check_placement", "check_zero_init_residual")
 _PUBLIC = {
     **{name: "bn_keras.models.options" for name in _OPTIONS},

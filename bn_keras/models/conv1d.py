@@ -22,7 +22,7 @@ def conv1d_bn_example(bn: str = "keras", num_classes: int | None = None,
         raise ValueError("conv1d_bn_example is the tutorial's BN example; bn='none' has no BN.")
     inputs = keras.Input(shape=(128, 256), name="sequence")
     x = layers.Conv1D(64, 3, name="conv")(inputs)
-    x = make_bn(bn, "bn", **bn_options)(x)
+    x = make_bn(bn, "bn", len(x.shape), **bn_options)(x)
     if num_classes is not None:
         x = layers.GlobalAveragePooling1D(name="pool")(x)
         x = layers.Dense(num_classes, name="logits")(x)

@@ -20,20 +20,31 @@ import keras
 from keras import layers
 
 from bn_keras.layers.batch_normalization import BatchNormalization
-from bn_keras.models.options import check_bn
+from bn_keras.models.options import GROUP_NORM_GROUPS, check_bn
 
 
-def make_bn(bn: str, name: str, **bn_options: Any) -> keras.layers.Layer | None:
-    """A BN layer of the chosen implementation, or None for bn="none"."""
+def make_bn(bn: str, name: str, rank: int | None = None, **bn_options: Any
+            ) -> keras.layers.Layer | None:
+    """The chosen normalization layer, or None for bn="none": BN (Keras' or ours, with
+    `bn_options`), or, in BN's place, GroupNormalization with GROUP_NORM_GROUPS groups
+    (`group_norm`) or LayerNormalization over all non-batch axes of inputs of `rank`
+    (`layer_norm`; Keras' default is the last axis only)."""
     if check_bn(bn) == "none":
         return None
+    if bn == "group_norm":
+        return layers.GroupNormalization(groups=GROUP_NORM_GROUPS, name=name)
+    if bn == "layer_norm":
+        if rank is None:
+            raise ValueError("bn='layer_norm' needs the rank of its inputs (all non-batch "
+                             "axes are normalized).")
+        return layers.LayerNormalization(axis=list(range(1, rank)), name=name)
     cls = keras.layers.BatchNormalization if bn == "keras" else BatchNormalization
     return cls(name=name, **bn_options)
 
 
 def normalized_relu(x, bn: str, name: str, placement: str, bn_options: Mapping[str, Any]):
     """BN then ReLU (or ReLU then BN); plain ReLU when bn="none"."""
-    norm = make_bn(bn, f"{name}_bn", **bn_options)
+    norm = make_bn(bn, f"{name}_bn", len(x.shape), **bn_options)
     if norm is not None and placement == "before_relu":
         x = norm(x)
     x = layers.ReLU(name=f"{name}_relu")(x)

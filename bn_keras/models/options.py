@@ -12,8 +12,14 @@ from typing import Any
 from bn_keras.layers.arguments import check_arguments
 
 MODELS = ("lenet", "resnet20", "conv1d_example", "lenet_tutorial")
-# `bn`: no BN, Keras' BatchNormalization, or ours (bn_keras.models.normalization).
-BN_CHOICES = ("none", "keras", "custom")
+# `bn`: no BN, Keras' BatchNormalization, or ours (bn_keras.models.normalization); or, in
+# BN's place, batch-independent normalizations: GroupNormalization, LayerNormalization.
+BATCH_NORMS = ("keras", "custom")
+OTHER_NORMS = ("group_norm", "layer_norm")
+BN_CHOICES = ("none", *BATCH_NORMS, *OTHER_NORMS)
+# GroupNormalization's groups: 2 divides every normalized width of LeNet (6, 16, 120, 84)
+# and ResNet-20 (16, 32, 64).
+GROUP_NORM_GROUPS = 2
 PLACEMENTS = ("before_relu", "after_relu")
 
 # Multiply-adds of one example's forward pass, counted from the layers' shapes
@@ -45,7 +51,7 @@ def check_placement(placement: str) -> None:
 
 
 def check_zero_init_residual(bn: str, placement: str) -> None:
-    if bn == "none" or placement != "before_relu":
+    if bn not in BATCH_NORMS or placement != "before_relu":
         raise ValueError("zero_init_residual starts each block's last BN at gamma = 0: it "
                          "needs BN (bn=keras or bn=custom) before the ReLU.")
 
@@ -60,8 +66,8 @@ def check_options(name: str, bn: str, **kwargs: Any) -> None:
     (bn_keras.layers.arguments, which Keras' layer follows too)."""
     check_model(name)
     check_bn(bn)
-    if name == "conv1d_example" and bn == "none":
-        raise ValueError("model='conv1d_example' is the tutorial's BN example; pick bn=keras "
+    if name in ("conv1d_example", "lenet_tutorial") and bn not in BATCH_NORMS:
+        raise ValueError(f"model={name!r} is the tutorial's BN example; pick bn=keras "
                          "or bn=custom.")
     options = dict(kwargs)
     placement = options.pop("placement", PLACEMENTS[0])
@@ -72,7 +78,10 @@ def check_options(name: str, bn: str, **kwargs: Any) -> None:
             raise ValueError(f"zero_init_residual applies to model='resnet20' (the blocks' "
                              f"last BN), not to model={name!r}.")
         check_zero_init_residual(bn, placement)
-    if bn == "none":
+    if bn not in BATCH_NORMS:
+        if options:
+            raise ValueError(f"bn={bn!r} takes no BN options "
+                             f"({', '.join(sorted(options))}): pick bn=keras or bn=custom.")
         return
     if bn == "keras" and options.get("virtual_batch_size") is not None:
         raise ValueError(f"virtual_batch_size={options['virtual_batch_size']} (Ghost BN) needs "

@@ -81,7 +81,7 @@ def _cifar_resnet(blocks_per_stage: int, bn: str, placement: str,
             y = normalized_relu(conv(x, filters, stride, f"{name}_conv1"), bn,
                                  f"{name}_1", placement, bn_options)
             y = conv(y, filters, 1, f"{name}_conv2")
-            norm = make_bn(bn, f"{name}_2_bn", **last_bn_options)
+            norm = make_bn(bn, f"{name}_2_bn", len(y.shape), **last_bn_options)
             if norm is not None and placement == "before_relu":
                 y = norm(y)
             x = layers.Add(name=f"{name}_add")([y, shortcut])

@@ -93,6 +93,36 @@ def batch_study(quick: bool) -> Study:
         sweep="batch_size")
 
 
+# The normalization-batch study: BN's groups (Ghost BN) at a fixed SGD batch, and the
+# batch-independent normalizations in BN's place.
+NORM_BATCH_SGD_BATCH = 128
+NORM_BATCH_GROUPS = (2, 4, 8, 16, 32)  # and the whole batch: plain BN
+# The true small-batch points: SGD batch 8, each arm's learning rate chosen on the
+# validation split (seed 0) from this grid.
+SMALL_BATCH = 8
+SMALL_BATCH_LEARNING_RATES = (1e-4, 3e-4, 1e-3)
+SMALL_BATCH_ARMS = (("bn", "custom"), ("group_norm", "group_norm"),
+                    ("layer_norm", "layer_norm"), ("no_norm", "none"))
+
+
+def norm_batch_study(quick: bool) -> Study:
+    groups = (2, 8) if quick else NORM_BATCH_GROUPS
+    arms = [Arm(f"ghost_bn_{k}", bn="custom", virtual_batch_size=k) for k in groups]
+    arms += [Arm(f"bn_{NORM_BATCH_SGD_BATCH}", bn="custom"),
+             Arm("group_norm", bn="group_norm"), Arm("layer_norm", bn="layer_norm"),
+             Arm("no_norm", bn="none")]
+    return Study(
+        "norm_batch", f"the normalization batch apart from the SGD batch: SGD batch "
+        f"{NORM_BATCH_SGD_BATCH}, BN normalizing groups of {', '.join(map(str, groups))} (Ghost "
+        f"BN) and the whole {NORM_BATCH_SGD_BATCH}; GroupNorm and LayerNorm in BN's place; no "
+        f"normalization; then true small batches (SGD batch {SMALL_BATCH})",
+        _base(optimizer="adam", learning_rate=1e-3, batch_size=NORM_BATCH_SGD_BATCH,
+              epochs=2 if quick else 10, train_examples=4_000 if quick else None),
+        tuple(arms), loss_window=50,
+        sections=("normalization_batch", "batch_statistics", "re_estimated", "small_batch"),
+        quick=quick)
+
+
 def depth_study(quick: bool) -> Study:
     return Study(
         "depth", "ResNet-20 with and without BN; per-layer gradient norms at init and after "
@@ -128,7 +158,7 @@ def momentum_study(quick: bool) -> Study:
 
 STUDIES: dict[str, Callable[[bool], Study]] = {
     "compare": compare_study, "lr": lr_study, "batch": batch_study, "depth": depth_study,
-    "placement": placement_study, "momentum": momentum_study}
+    "placement": placement_study, "momentum": momentum_study, "norm_batch": norm_batch_study}
 
 
 def get(name: str, quick: bool, data_dir: str | None = None, seeds: int | None = None) -> Study:

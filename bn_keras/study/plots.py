@@ -55,6 +55,30 @@ def plot_metric_vs(results: Sequence[StudyRun], x_key: str, path: str, title: st
     return save_figure(fig, ax, path, title, x_key, "test accuracy (diverged = 0.1, chance)")
 
 
+def plot_normalization_batch(results: Sequence[StudyRun], overrides: dict[str, dict],
+                             sgd_batch: int, path: str, title: str) -> str:
+    """Final test accuracy (mean and std over seeds) against BN's normalization batch (its
+    Ghost BN group, or the whole SGD batch), the arms without one as horizontal levels."""
+    fig, ax = axes()
+    groups = by_arm(results)
+    points = {}
+    for name, runs in groups.items():
+        accuracies = [r.result.test_accuracy for r in runs]
+        bn = overrides.get(name, {}).get("bn")
+        if bn in ("custom", "keras"):
+            points[overrides[name].get("virtual_batch_size") or sgd_batch] = accuracies
+        elif name in overrides:
+            ax.axhline(np.mean(accuracies), linestyle="--", linewidth=1,
+                       color=f"C{len(ax.lines) + 1}", label=f"{name} (mean of {len(runs)})")
+    xs = sorted(points)
+    ax.errorbar(xs, [np.mean(points[x]) for x in xs],
+                yerr=[np.std(points[x], ddof=1) if len(points[x]) > 1 else 0.0 for x in xs],
+                marker="o", capsize=3, color="C0", label="BN (Ghost BN groups; the whole batch)")
+    ax.set_xscale("log", base=2)
+    return save_figure(fig, ax, path, title, "examples BN normalizes together",
+                       "test accuracy")
+
+
 def plot_gradient_norms(rows: Sequence[dict], path: str) -> str:
     """Per-layer gradient norms of the conv layers, input to output, at init and trained."""
     fig, ax = axes()

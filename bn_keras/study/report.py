@@ -20,9 +20,10 @@ from collections.abc import Callable
 from typing import Any
 
 from bn_keras import environment, models, tables
+from bn_keras.models.options import BATCH_NORMS
 from bn_keras.study import evaluation, plots, statistics
 from bn_keras.study.experiments import Study
-from bn_keras.study.runner import StudyRun, run_dir, run_study
+from bn_keras.study.runner import Arm, StudyRun, run_dir, run_study
 from bn_keras.train import training
 
 
@@ -112,7 +113,11 @@ def batch_statistics_section(report: Report) -> None:
     """Test accuracy when BN normalizes test batches of 500 with their own statistics."""
     base = dataclasses.replace(report.study.base, eval_batch_size=500)
     test = training.make_datasets(base).test
+    arms = {arm.name: arm for arm in report.study.arms}
     for row in report.rows:
+        if arms[row["arm"]].config(base, 0, "").bn not in BATCH_NORMS:
+            row["test_acc_batch_stats"] = "-"  # no batch statistics to normalize with
+            continue
         accuracies = [evaluation.batch_statistics_accuracy(
             run_dir(report.runs_dir, row["arm"], seed, "final.keras"), test)
             for seed in range(report.study.seeds)]
@@ -129,7 +134,7 @@ def re_estimated_section(report: Report) -> None:
         accuracies: dict[str, list[float]] = {variance: [] for variance in RE_ESTIMATED}
         for seed in range(study.seeds):
             config = arms[row["arm"]].config(study.base, seed, "")
-            if config.bn == "none":
+            if config.bn not in BATCH_NORMS:
                 break
             datasets = training.make_datasets(config, splits=splits)
             batches = math.ceil(evaluation.RECALIBRATION_EXAMPLES / config.batch_size)
@@ -151,6 +156,75 @@ def re_estimated_section(report: Report) -> None:
         f"(`variance=\"population\"`, fvcore's convention); '-': no BN.\n")
 
 
+def normalization_batch_section(report: Report) -> None:
+    """Final test accuracy against the number of examples BN normalizes together (its
+    groups, at a fixed SGD batch), the batch-independent arms as levels."""
+    study = report.study
+    report.plots.append(plots.plot_normalization_batch(
+        report.results, {arm.name: dict(arm.overrides) for arm in study.arms},
+        study.base.batch_size, report.path(".png"),
+        f"Test accuracy vs BN's normalization batch, SGD batch {study.base.batch_size} "
+        f"({study.mode})"))
+    report.text.append(
+        f"\nEvery arm trains LeNet with the same SGD batch ({study.base.batch_size}), "
+        f"optimizer and steps; only the normalization differs. `ghost_bn_k`: our BN "
+        f"normalizing consecutive groups of k examples of each batch (Ghost BN, "
+        f"`virtual_batch_size=k`), `bn_{study.base.batch_size}` the whole batch; "
+        f"`group_norm`: keras.layers.GroupNormalization with "
+        f"{models.GROUP_NORM_GROUPS} groups (dividing every width, 6, 16, 120, 84) in "
+        f"each BN's place; `layer_norm`: keras.layers.LayerNormalization over all non-batch "
+        f"axes (Keras' default is the last axis only; its gamma and beta are then per "
+        f"position and channel: "
+        f"{models.build_model('lenet', 'layer_norm').count_params():,} parameters against "
+        f"{models.build_model('lenet', 'group_norm').count_params():,} for GroupNorm); "
+        f"`no_norm`: none. The convolutions and dense layers before a normalization have "
+        f"no bias in every normalized arm, as with BN.\n")
+
+
+def small_batch_section(report: Report) -> None:
+    """The true small batches: SGD batch SMALL_BATCH for BN, GroupNorm, LayerNorm and no
+    normalization, each arm's learning rate chosen on the validation split (seed 0) from a
+    grid, then trained with every seed; a table of its own."""
+    from bn_keras.study import experiments
+
+    study = report.study
+    base = dataclasses.replace(study.base, batch_size=experiments.SMALL_BATCH,
+                               steps_per_execution=None, log_every_n_steps=500)
+    small_dir = os.path.join(report.runs_dir, f"batch_{experiments.SMALL_BATCH}")
+    # Quick: one learning rate, no choice to make.
+    rates = experiments.SMALL_BATCH_LEARNING_RATES[-1:] if study.quick else \
+        experiments.SMALL_BATCH_LEARNING_RATES
+    candidates = [Arm(f"{name}@lr{rate:g}", bn=bn, learning_rate=rate)
+                  for name, bn in experiments.SMALL_BATCH_ARMS for rate in rates]
+    selection = run_study(candidates, [0], base, small_dir, loss_every=500)
+    by_name = {run.arm: run.result for run in selection}
+    rows, chosen = [], []
+    for name, _ in experiments.SMALL_BATCH_ARMS:
+        scores = {rate: by_name[f"{name}@lr{rate:g}"].best_val_accuracy or 0.0
+                  for rate in rates}
+        best = max(scores, key=lambda rate: scores[rate])
+        chosen.append(next(a for a in candidates if a.name == f"{name}@lr{best:g}"))
+        rows.append({"arm": name, **{f"val_acc lr={rate:g}": f"{scores[rate]:.4f}"
+                                     for rate in scores}, "chosen_lr": f"{best:g}"})
+    finals = run_study(chosen, range(study.seeds), base, small_dir, loss_every=500)
+    summary = {row["arm"]: row for row in statistics.summarize(finals)}
+    for row, arm in zip(rows, chosen, strict=True):
+        row["final_test_accuracy"] = summary[arm.name]["final_test_accuracy"]
+        row["seeds"] = summary[arm.name]["seeds"]
+    report.text.append(
+        f"\n## True small batches: SGD batch {experiments.SMALL_BATCH}\n\n"
+        f"The same network and epochs at SGD batch {experiments.SMALL_BATCH} (so "
+        f"{study.base.batch_size // experiments.SMALL_BATCH}x the steps), each arm's "
+        f"learning rate chosen on the validation split with seed 0 (the "
+        f"best validation accuracy of any epoch) from "
+        f"{', '.join(f'{r:g}' for r in rates)}, then "
+        f"trained with {study.seeds} seed(s) (the selection run is seed 0's); BN here "
+        f"normalizes the whole batch of {experiments.SMALL_BATCH}.\n\n"
+        + tables.markdown_table(rows, list(rows[0])))
+    report.results = report.results + finals + [run for run in selection
+                                                if run.arm not in {a.name for a in chosen}]
+
+
 # recalibrate_batch_norm's variance conventions -> the summary's column for each.
 RE_ESTIMATED = {"batch": "test_acc_re_estimated",
                 "population": "test_acc_re_estimated_population"}
@@ -169,6 +243,7 @@ SECTIONS: dict[str, Callable[[Report], None]] = {
     "loss_curves": loss_curves_section, "tutorial_check": tutorial_check_section,
     "per_epoch": per_epoch_section, "accuracy_vs": accuracy_vs_section,
     "batch_statistics": batch_statistics_section, "re_estimated": re_estimated_section,
+    "normalization_batch": normalization_batch_section, "small_batch": small_batch_section,
     "gradient_norms": gradient_norms_section}
 
 
@@ -184,6 +259,17 @@ def progress(study: Study, runs_root: str) -> str:
                for arm in study.arms for seed in range(study.seeds))
     return (f"{done} of {len(study.arms) * study.seeds} runs of the {study.name} study are "
             f"done in {directory} (the run in progress keeps its completed epochs)")
+
+
+COLUMNS_TEXT = (
+    "\nColumns: mean ± sample standard deviation over seeds. `final_test_accuracy`: after the "
+    "last epoch, with BN's moving statistics; `best_test_accuracy`: the best of any epoch "
+    "(measured after every epoch, chosen by nothing); `final_train_loss`: the mean training "
+    "loss of the last loss window (the tutorial's last printed number), not the last epoch's "
+    "mean (the per-epoch table has that); `train_images_per_s`: the median epoch after the "
+    "first, while other work may have shared the machine; `epochs_to_X%`: per seed, the "
+    "first epoch whose test accuracy reached X ('-': that seed never did; 'never': no seed "
+    "did).\n")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,8 +308,10 @@ def conduct(study: Study, output_dir: str, runs_root: str, command: str) -> Cond
                 f"{base.train_examples or 45000}, seeds={study.seeds}; real CIFAR-10, test split "
                 f"for the accuracies. Wall time of this invocation: {wall:.0f} s "
                 f"(cached runs are not re-trained); training and evaluation time summed over "
-                f"the {len(results)} runs: {sum(r.wall_seconds for r in results):.0f} s.\n\n")
+                f"the {len(report.results)} runs: "
+                f"{sum(r.wall_seconds for r in report.results):.0f} s.\n\n")
     body = "".join(f"\n![{os.path.basename(p)}]({os.path.basename(p)})\n" for p in report.plots)
+    report.text.insert(0, COLUMNS_TEXT)
     md, _ = tables.write_table(report.rows, columns, output_dir, report.stem, preamble,
                                postscript="".join(report.text) + body)
-    return Conducted(report.rows, columns, results, md, wall)
+    return Conducted(report.rows, columns, report.results, md, wall)

@@ -19,13 +19,15 @@ def epochs_to_reach(accuracies: Sequence[float], threshold: float) -> int | None
     return None
 
 
-def mean_std(values: Sequence[float]) -> str:
-    """'mean ± sample std' of the finite values; '(n=k)' when some were NaN or missing."""
+def mean_std(values: Sequence[float], digits: int = 4) -> str:
+    """'mean ± sample std' of the finite values, with `digits` decimals (thousands
+    separated where there are none); '(n=k)' when some were NaN or missing."""
     finite = [v for v in values if v is not None and np.isfinite(v)]
     if not finite:
         return "-"
-    text = (f"{np.mean(finite):.4f} ± {np.std(finite, ddof=1):.4f}" if len(finite) > 1
-            else f"{finite[0]:.4f}")
+    form = f",.{digits}f" if digits == 0 else f".{digits}f"
+    text = (f"{np.mean(finite):{form}} ± {np.std(finite, ddof=1):{form}}" if len(finite) > 1
+            else f"{finite[0]:{form}}")
     return text + (f" (n={len(finite)})" if len(finite) < len(values) else "")
 
 
@@ -50,7 +52,8 @@ def summarize(results: Sequence[StudyRun], thresholds: Sequence[float] = (0.4, 0
                "final_train_loss": mean_std(
                    [r.loss_curve[-1].loss if r.loss_curve else None for r in results_]),
                "diverged_runs": sum(r.diverged for r in results_),
-               "train_images_per_s": mean_std([r.train_images_per_second for r in results_])}
+               "train_images_per_s": mean_std([r.train_images_per_second for r in results_],
+                                              digits=0)}
         for t in thresholds:
             reached = [epochs_to_reach(r.test_accuracy_per_epoch, t) for r in results_]
             row[f"epochs_to_{int(t * 100)}%"] = (

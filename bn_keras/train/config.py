@@ -22,7 +22,7 @@ from typing import Any
 from bn_keras.data import cifar
 from bn_keras.errors import InvalidSetting
 from bn_keras.models import options as models
-from bn_keras.models.options import BN_CHOICES, MODELS, PLACEMENTS
+from bn_keras.models.options import BATCH_NORMS, BN_CHOICES, MODELS, PLACEMENTS
 
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("constant", "cosine", "warmup_cosine")
@@ -62,7 +62,9 @@ class TrainConfig:
 
     model: str = setting("lenet", "Network to train.", choices=MODELS)
     bn: str = setting("custom", "Batch normalization: none, keras (built-in) or custom "
-                      "(bn_keras').", choices=BN_CHOICES)
+                      "(bn_keras'); or in BN's place group_norm (GroupNormalization, 2 groups) "
+                      "or layer_norm (LayerNormalization over all non-batch axes).",
+                      choices=BN_CHOICES)
     bn_momentum: float = setting(0.99, "BN moving-average momentum.")
     bn_placement: str = setting("before_relu", "BN before or after each ReLU.",
                                 choices=PLACEMENTS)
@@ -171,7 +173,7 @@ class TrainConfig:
         self._validate_bn()
 
     def _validate_bn(self) -> None:
-        if self.bn == "none":
+        if self.bn not in BATCH_NORMS:
             for name in ("virtual_batch_size", "renorm", "recalibrate_bn_batches"):
                 if getattr(self, name):
                     raise InvalidSetting(f"{name}={getattr(self, name)!r} needs BN: pick "
@@ -209,7 +211,7 @@ class TrainConfig:
         and BN, else 0."""
         if self.recalibrate_bn_batches is not None:
             return self.recalibrate_bn_batches
-        return RECALIBRATION_BATCHES if self.ema_momentum and self.bn != "none" else 0
+        return RECALIBRATION_BATCHES if self.ema_momentum and self.bn in BATCH_NORMS else 0
 
     @property
     def training_examples(self) -> int:
@@ -222,7 +224,7 @@ class TrainConfig:
     def model_options(self, num_replicas: int) -> dict[str, Any]:
         """Keyword arguments of `models.build_model` for this configuration."""
         options: dict[str, Any] = {}
-        if self.bn != "none":
+        if self.bn in BATCH_NORMS:
             # Ghost BN groups are per replica by nature; other BN layers reduce their
             # statistics across replicas, as one device would over the global batch.
             options = {"momentum": self.bn_momentum,

@@ -67,3 +67,30 @@ def test_progress_counts_finished_runs(tmp_path):
     (done / "study_result.json").write_text("{}")
     assert report.progress(study, str(tmp_path)).startswith(
         "1 of 9 runs of the placement study are done in")
+
+
+@pytest.mark.slow
+def test_the_normalization_batch_study_separates_it_from_the_sgd_batch(tmp_path):
+    """Quick, on 40 mocked images at SGD batch 16: every arm of the first table (Ghost BN
+    groups, BN, GroupNorm, LayerNorm, none), the moving / batch / re-estimated columns where
+    there are BN statistics, the plot, and the small-batch table with its learning rate."""
+    study = _small("norm_batch", 1, 1)
+    study = dataclasses.replace(study, base=dataclasses.replace(study.base, batch_size=16))
+    with tfds.testing.mock_data(num_examples=40):
+        out = report.conduct(study, str(tmp_path / "results"), str(tmp_path / "runs"),
+                             command="the command")
+    assert [row["arm"] for row in out.rows] == [
+        "ghost_bn_2", "ghost_bn_8", "bn_128", "group_norm", "layer_norm", "no_norm"]
+    by_arm = {row["arm"]: row for row in out.rows}
+    for arm in ("group_norm", "layer_norm", "no_norm"):
+        assert by_arm[arm]["test_acc_batch_stats"] == by_arm[arm]["test_acc_re_estimated"] \
+            == by_arm[arm]["test_acc_re_estimated_population"] == "-"
+    for arm in ("ghost_bn_2", "bn_128"):
+        assert by_arm[arm]["test_acc_re_estimated_population"] != "-"
+    text = open(tmp_path / "results" / "study_norm_batch_quick.md").read()
+    assert "## True small batches: SGD batch 8" in text
+    assert "| bn | " in text and "| chosen_lr |" in text
+    assert os.path.getsize(tmp_path / "results" / "study_norm_batch_quick.png") > 1000
+    small = [r for r in out.results if r.config["batch_size"] == 8]
+    assert {r.arm for r in small} == {"bn@lr0.001", "group_norm@lr0.001",
+                                      "layer_norm@lr0.001", "no_norm@lr0.001"}
