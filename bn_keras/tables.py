@@ -8,7 +8,21 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
+
 from bn_keras import atomic
+
+
+def mean_std(values: Sequence[float], digits: int = 4) -> str:
+    """'mean ± sample std' of the finite values, with `digits` decimals (thousands
+    separated where there are none); '(n=k)' when some were NaN or missing."""
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    if not finite:
+        return "-"
+    form = f",.{digits}f" if digits == 0 else f".{digits}f"
+    text = (f"{np.mean(finite):{form}} ± {np.std(finite, ddof=1):{form}}" if len(finite) > 1
+            else f"{finite[0]:{form}}")
+    return text + (f" (n={len(finite)})" if len(finite) < len(values) else "")
 
 
 def _format(value: Any) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from bn_keras.study.runner import StudyRun
+from bn_keras.tables import mean_std
 
 
 def epochs_to_reach(accuracies: Sequence[float], threshold: float) -> int | None:
@@ -17,18 +18,6 @@ def epochs_to_reach(accuracies: Sequence[float], threshold: float) -> int | None
         if accuracy >= threshold:
             return epoch
     return None
-
-
-def mean_std(values: Sequence[float], digits: int = 4) -> str:
-    """'mean ± sample std' of the finite values, with `digits` decimals (thousands
-    separated where there are none); '(n=k)' when some were NaN or missing."""
-    finite = [v for v in values if v is not None and np.isfinite(v)]
-    if not finite:
-        return "-"
-    form = f",.{digits}f" if digits == 0 else f".{digits}f"
-    text = (f"{np.mean(finite):{form}} ± {np.std(finite, ddof=1):{form}}" if len(finite) > 1
-            else f"{finite[0]:{form}}")
-    return text + (f" (n={len(finite)})" if len(finite) < len(values) else "")
 
 
 def by_arm(results: Sequence[StudyRun]) -> dict[str, list[StudyRun]]:

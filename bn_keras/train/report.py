@@ -8,9 +8,13 @@ final_metrics.json and its per-epoch history.
 
 from __future__ import annotations
 
+import csv
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 from bn_keras import atomic, environment, plotting, tables
 from bn_keras.errors import NotFound
@@ -152,3 +156,46 @@ def plot_run_curves(history: Sequence[dict], path: str, title: str) -> str:
     loss_axis.set_ylabel("training loss", color="C3")
     ax.grid(alpha=0.3)
     return plotting.save_figure(fig, ax, path, title, "epoch", "accuracy")
+
+
+def write_seeds(results_dir: str, stems: Sequence[str], name: str, title: str,
+                target: float, max_minutes: float, notes: str = "") -> str:
+    """One recipe over several seeds, from the runs' reports in `results_dir` (`<stem>.json`
+    and `.csv`, as `write` leaves them): each seed's test and validation accuracy after its
+    last epoch, wall time and CPU, then mean ± sample std, against `target` (test accuracy)
+    and `max_minutes` (per seed). Writes `<name>.md` and `<name>.json`; returns the path."""
+    rows, tests = [], []
+    for stem in stems:
+        summary = atomic.read_json(os.path.join(results_dir, f"{stem}.json"), kind=dict)
+        if summary is None:
+            raise NotFound(f"no report {stem}.json in {results_dir!r}: write it with "
+                           "experiments/report_run.py first.")
+        with open(os.path.join(results_dir, f"{stem}.csv")) as f:
+            last = list(csv.DictReader(f))[-1]
+        minutes = (summary["wall_seconds"] or float("nan")) / 60
+        tests.append(summary["test_accuracy"])
+        rows.append({"report": f"[{stem}]({stem}.md)", "seed": _seed(summary["command"]),
+                     "epochs": summary["epochs"], "validation accuracy": last["val_accuracy"],
+                     "test accuracy": f"{summary['test_accuracy']:.4f}",
+                     "wall time (min)": f"{minutes:.1f}",
+                     "under the time limit": "yes" if minutes < max_minutes else "no",
+                     "measured on": summary["measured_on"].split(";")[0]})
+    mean = float(np.mean(tests))
+    verdict = ("met" if mean >= target else f"missed by {target - mean:.4f}")
+    text = (f"# {title}\n\n{notes}{chr(10) * 2 if notes else ''}"
+            f"Test accuracy after the last epoch over {len(tests)} seeds: "
+            f"**{tables.mean_std(tests)}** (mean ± sample std). Target: mean >= {target} "
+            f"({verdict}); each seed under {max_minutes:.0f} minutes "
+            f"({sum(r['under the time limit'] == 'yes' for r in rows)} of {len(rows)}).\n\n"
+            + tables.markdown_table(rows, list(rows[0])))
+    path = os.path.join(results_dir, f"{name}.md")
+    atomic.write_text(path, text)
+    atomic.write_json(os.path.join(results_dir, f"{name}.json"), {
+        "test_accuracy_mean": mean, "test_accuracy_std": float(np.std(tests, ddof=1)),
+        "seeds": len(tests), "target": target, "reports": list(stems)})
+    return path
+
+
+def _seed(command: str) -> int:
+    match = re.search(r"--seed=(\d+)", command)
+    return int(match.group(1)) if match else 0
