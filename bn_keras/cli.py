@@ -176,6 +176,11 @@ def _stopped_line() -> str:
         saved = _Stops.describe()
     except Exception:  # noqa: BLE001 - the line must not depend on it
         saved = "completed work is saved"
+    return resumable_line(saved)
+
+
+def resumable_line(saved: str) -> str:
+    """The line of a stopped command that resumes: what is saved, and how to go on."""
     return f"interrupted: {saved}; run the same command again to resume."
 
 

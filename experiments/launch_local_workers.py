@@ -159,7 +159,8 @@ def main(argv):
             saved = workdir.describe(workdir_of(argv[1:]))
         except Exception:  # noqa: BLE001 - the exit must not depend on it
             saved = "completed work is saved"
-        cli.print_interrupted(f"all {FLAGS.num_workers} workers stopped; {saved}")
+        cli.print_interrupted(cli.resumable_line(f"all {FLAGS.num_workers} workers stopped; "
+                                                 f"{saved}"))
         sys.exit(128 + outcome.signal)
     if any(outcome.codes):
         raise UserError(f"workers exited with codes {outcome.codes}; the run stopped. Run the "

@@ -64,3 +64,53 @@ def test_folding_keeps_the_outputs(executed):
 def test_bn_study_and_tools_sections_ran(executed):
     assert re.search(r"bn=custom\s+test accuracy per epoch \[", executed)
     assert re.search(r"re-estimated \(\d+ images\): test accuracy 0\.\d+", executed)
+
+
+def _report_cells():
+    """The notebook's cells tagged "reports" (they show committed results), as stored."""
+    import json
+
+    with open(os.path.join(REPO, "notebooks", "batch_normalization.ipynb")) as f:
+        notebook = json.load(f)
+    return [cell for cell in notebook["cells"]
+            if "reports" in cell.get("metadata", {}).get("tags", [])]
+
+
+def _shown(cell):
+    """What the cell shows from the committed reports today: its code run with IPython's
+    display stubbed, each Markdown it displays."""
+    import pathlib
+    import types
+
+    shown = []
+    display_module = types.ModuleType("IPython.display")
+    display_module.Markdown = lambda text: ("markdown", text)
+    display_module.Image = lambda **kwargs: ("image", kwargs.get("filename"))
+    display_module.display = lambda *items: shown.extend(
+        text for kind, text in items if kind == "markdown")
+    namespace = {"ROOT": pathlib.Path(REPO),
+                 "results_dir": pathlib.Path(REPO) / "experiments" / "results"}
+    saved = {name: sys.modules.get(name) for name in ("IPython", "IPython.display")}
+    sys.modules["IPython"] = types.ModuleType("IPython")
+    sys.modules["IPython.display"] = display_module
+    try:
+        exec("".join(cell["source"]), namespace)  # noqa: S102 - the repository's own notebook
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+    return shown
+
+
+def test_the_stored_notebook_shows_what_the_reports_hold():
+    """Cells that show committed results read them from the reports when executed; their
+    stored outputs must be what they read today (a stored table once contradicted the
+    committed study_compare.csv)."""
+    cells = _report_cells()
+    assert len(cells) >= 2
+    for cell in cells:
+        stored = ["".join(output["data"]["text/markdown"]) for output in cell["outputs"]
+                  if "text/markdown" in output.get("data", {})]
+        assert stored == _shown(cell), "".join(cell["source"])[:200]
