@@ -115,7 +115,8 @@ def test_config_flags_carry_each_fields_help_default_and_bounds(script_flags):
         assert flags[field.name].default == field.default, field.name
         assert flags[field.name].help  # every field explains itself
     assert "--sgd_momentum" in flags["optimizer"].help  # fields named as flags
-    assert flags["bn"].parser.enum_values == ["none", "keras", "custom"]
+    assert flags["bn"].parser.enum_values == ["none", "keras", "custom", "group_norm",
+                                             "layer_norm"]
     config = cli.config_from_flags(TrainConfig, flags, verbose=0)
     assert (config.epochs, config.bn, config.verbose, config.workdir) == (
         3, "keras", 0, "runs/lenet_keras")

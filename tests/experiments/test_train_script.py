@@ -44,6 +44,8 @@ KILL_IN_FINISH = KILL_IN_COMMIT.replace('path.endswith("state.json") and \'"epoc
 # writing the file $HELD: a stop there finds epoch 2 unfinished on any machine.
 HOLD_BEFORE_COMMIT_2 = """
 import os, time
+from bn_keras import cli
+cli.quiet_tensorflow()  # as train.py does first: no TensorFlow lines on stderr
 from bn_keras.train import workdir
 commit = workdir.Workdir.commit
 def held(self, model, state):

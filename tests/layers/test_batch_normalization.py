@@ -69,7 +69,10 @@ def test_training_output_matches_numpy_formulas(shape, axis):
     layer.set_weights([gamma, beta, np.zeros(channels, np.float32), np.ones(channels, np.float32)])
     y = layer(tf.constant(x), training=True).numpy()
     expected, mu, sigma2 = equivalence.numpy_batch_norm(x, gamma, beta, axis, layer.epsilon)
-    np.testing.assert_allclose(y, expected, atol=1e-5)
+    # The proof's criterion (scaled by max(1, max|expected|)): the fused kernel's float32
+    # rounding depends on TensorFlow's threads (at 256x10x10x16: 7.3e-6 with the default,
+    # 2.1e-5 with one thread, which an earlier test in the process may have set).
+    assert equivalence.scaled_difference(y, expected) <= equivalence.TOLERANCES["float32"]
     np.testing.assert_allclose(layer.moving_mean.numpy(), 0.1 * mu, atol=1e-5)
     np.testing.assert_allclose(layer.moving_variance.numpy(), 0.9 + 0.1 * sigma2, atol=1e-5)
     # Inference normalizes with the moving statistics.
