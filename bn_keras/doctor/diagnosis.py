@@ -35,6 +35,7 @@ from bn_keras.doctor.findings import (
     Severity,
     ordered,
 )
+from bn_keras.errors import InvalidSetting
 from bn_keras.layers.batch_normalization import batch_norm_layers
 
 # Data checks by default: 20 batches to measure on, 20 to re-estimate from.
@@ -69,7 +70,7 @@ def diagnose_batch_norm(model: keras.Model, data=None, *, calibration_data=None,
     evaluation = (None if data is None else
                   measuring.take_batches(data, max_batches, data_batch_size))
     x = structure.sample_input(model, evaluation[0][0] if evaluation else None)
-    effects = None if x is None else structure.effects(model, layers, x)
+    effects = None if x is None else _effects(model, layers, x, evaluation is not None)
     findings, skipped = structure.check_reach(model, layers, names, effects)
     axes, axis_skipped = structure.check_axes(layers, names)
     findings += axes
@@ -104,6 +105,17 @@ def diagnose_batch_norm(model: keras.Model, data=None, *, calibration_data=None,
                                                                layers),
                      ordered(findings), skipped, result, updates, source,
                      time.perf_counter() - start)
+
+
+def _effects(model, layers, x, from_data: bool) -> structure.Effects:
+    try:
+        return structure.effects(model, layers, x)
+    except (ValueError, TypeError) as e:
+        if not from_data:
+            raise
+        reason = (str(e).strip().splitlines() or [type(e).__name__])
+        raise InvalidSetting("`data` does not fit the model's input: "
+                             + " ".join(line.strip() for line in reason[:3])[:300]) from None
 
 
 def _updates(model, updates: int | None) -> tuple[int | None, str | None]:
@@ -263,8 +275,7 @@ def _refined(finding: Finding, gain: float, error: float, scores: str) -> Findin
             fixable=False)
     if finding.check in ("initial_statistics", "non_finite_statistics",
                          "negative_variance") and gain > 0:
-        return dataclasses.replace(finding, cost=f"{gain * 100:.1f} points of accuracy "
-                                   "(re-estimated statistics against the moving ones)")
+        return dataclasses.replace(finding, cost=f"{gain * 100:.1f} points of accuracy")
     return finding
 
 

@@ -6,8 +6,9 @@ Whether a layer is called and has an effect is measured, not read off the graph:
 inference-mode forward pass with each BN layer's output perturbed in turn (y -> 2y + 1)
 says whether the model's output moves. That holds for Functional, Sequential and
 subclassed models alike (the tutorial's BN layers are attributes its `call` never uses).
-Where no input can be made, the graph answers instead (an unbuilt layer was never
-called; a graph node whose output goes nowhere has no effect).
+Where no input can be made, only what the model holds answers: a BN layer left unbuilt
+in a built model was never called. (A functional model holds no layer off the path to
+its outputs: Keras leaves such a layer out of the model.)
 """
 
 from __future__ import annotations
@@ -153,7 +154,7 @@ def check_reach(model: keras.Model, layers: Sequence[keras.layers.Layer],
                 ) -> tuple[list[Finding], dict[str, str]]:
     """BN layers the forward pass never calls, or whose output does not reach the model's
     output: "this layer has no effect". From `measured` (`effects`; see the module doc), or
-    from the graph when it is None."""
+    from what is built when it is None."""
     skipped = {}
     if measured is not None:
         never = [layer for layer in layers if measured.calls[id(layer)] == 0]
@@ -167,11 +168,10 @@ def check_reach(model: keras.Model, layers: Sequence[keras.layers.Layer],
                    for layer in never + unused}
     else:
         skipped["effect"] = ("no input to run the model on (no data, and no input shape in "
-                             "the model): judged from the graph instead")
+                             "the model): only unbuilt layers are known to be never called")
         never = [layer for layer in layers if not layer.built and model.built]
-        unused = [layer for layer in layers if layer.built and _graph_output_unused(model, layer)]
+        unused, how_unused = [], ""
         how_never = "the model is built but this layer is not: nothing ever called it"
-        how_unused = "in the model's graph its output goes to no layer and is no output"
         numbers = {}
     findings = []
     if never:
@@ -195,17 +195,6 @@ def check_reach(model: keras.Model, layers: Sequence[keras.layers.Layer],
 
 def _no_effect(why: str, count: int) -> str:
     return f"{why}: {'these BN layers have' if count > 1 else 'this BN layer has'} no effect"
-
-
-def _graph_output_unused(model, layer) -> bool:
-    if not isinstance(model, keras_compat.graph_model_types()):
-        return False
-    try:
-        output = layer.output
-    except (AttributeError, ValueError):
-        return False
-    outputs = [id(t) for t in keras.tree.flatten(getattr(model, "outputs", []))]
-    return not keras_compat.consumers(layer) and id(output) not in outputs
 
 
 def _in_graph(layer) -> bool:

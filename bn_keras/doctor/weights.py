@@ -53,12 +53,14 @@ def at_initial_values(layer, name: str) -> bool:
 
 
 def optimizer_updates(model: keras.Model) -> int | None:
-    """The training steps a compiled model's optimizer applied (None if it has none)."""
+    """The training steps a compiled model's optimizer applied; None if it has none, or
+    none that stepped (a model compiled again after training, or a copy, starts a fresh
+    optimizer at 0: that says nothing of the statistics)."""
     optimizer = getattr(model, "optimizer", None)
     iterations = getattr(optimizer, "iterations", None)
     if iterations is None:
         return None
-    return int(keras.ops.convert_to_numpy(iterations))
+    return int(keras.ops.convert_to_numpy(iterations)) or None
 
 
 def training_evidence(layers: Sequence[keras.layers.Layer], updates: int | None) -> str | None:
