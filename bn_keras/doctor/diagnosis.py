@@ -273,6 +273,11 @@ def _refined(finding: Finding, gain: float, error: float, scores: str) -> Findin
             fix="pass training=True to the model in the training step (or use fit) and train "
             "again; re-estimating the statistics breaks these weights",
             fixable=False)
+    costly = gain >= thresholds.COST_WARNING and gain >= thresholds.MEASUREMENT_Z * error
+    if finding.check == "initial_statistics" and not costly:
+        return dataclasses.replace(
+            finding, severity=Severity.INFO, evidence=finding.evidence + " The data checks "
+            "measured no cost: statistics re-estimated for the weights score the same.")
     if finding.check in ("initial_statistics", "non_finite_statistics",
                          "negative_variance") and gain > 0:
         return dataclasses.replace(finding, cost=f"{gain * 100:.1f} points of accuracy")

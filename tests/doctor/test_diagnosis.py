@@ -16,6 +16,7 @@ import pytest
 import bn_keras
 from bn_keras.doctor import Diagnosis, thresholds
 from bn_keras.doctor.measurement import take_batches
+from bn_keras.errors import InvalidSetting
 from bn_keras.layers import BatchNormalization
 
 
@@ -121,3 +122,19 @@ def test_the_report_round_trips_through_json():
     again = Diagnosis.from_json(json.loads(text))
     assert again == diagnosis
     assert json.loads(text)["healthy"] is False and json.loads(text)["summary"]
+
+
+def test_statistics_mostly_initial_but_costing_nothing_are_info_with_data():
+    model = classifier(bn=lambda name: keras.layers.BatchNormalization(momentum=0.999,
+                                                                       name=name))
+    model.compile("sgd", "mse")
+    model.optimizer.build(model.trainable_variables)
+    model.optimizer.iterations.assign(100)  # 0.999^100 = 0.905 initial, but they are right
+    assert bn_keras.diagnose_batch_norm(model).find("initial_statistics").severity == "warning"
+    finding = bn_keras.diagnose_batch_norm(model, data()).find("initial_statistics")
+    assert finding.severity == "info" and "measured no cost" in finding.evidence
+
+
+def test_data_that_does_not_fit_the_model_is_one_line():
+    with pytest.raises(InvalidSetting, match="`data` does not fit the model"):
+        bn_keras.diagnose_batch_norm(classifier(), (np.zeros((8, 3), np.float32), np.zeros(8)))
