@@ -4,6 +4,8 @@ The wings, each a sub-package:
 
 - `bn_keras.layers`: our BatchNormalization (a drop-in for Keras'), and the BN tools:
   `recalibrate_batch_norm`, `freeze_batch_norm`, `fold_batch_norm`;
+- `bn_keras.doctor`: `diagnose_batch_norm`, what is wrong with a model's BN layers, what
+  it costs and how to fix it, and `repair_batch_norm`;
 - `bn_keras.backends`: what the layer does faster on each Keras backend;
 - `bn_keras.models`: the tutorial's networks and ResNet-20, with a BN switch;
 - `bn_keras.data`: CIFAR-10 (tensorflow-datasets) and synthetic data as tf.data pipelines;
@@ -28,7 +30,10 @@ _PUBLIC = {
     "fold_batch_norm": "bn_keras.layers.folding",
     "fold_report": "bn_keras.layers.folding",
     "load_model": "bn_keras.saving",
+    "diagnose_batch_norm": "bn_keras.doctor.diagnosis",
+    "repair_batch_norm": "bn_keras.doctor.diagnosis",
 }
-SUBPACKAGES = ("backends", "data", "layers", "models", "serve", "study", "testing", "train")
+SUBPACKAGES = ("backends", "data", "doctor", "layers", "models", "serve", "study", "testing",
+               "train")
 __all__ = sorted(_PUBLIC)
 __getattr__, __dir__ = lazy.exports(__name__, globals(), _PUBLIC, SUBPACKAGES)

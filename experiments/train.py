@@ -2,8 +2,8 @@
 
 Everything the run writes goes under --workdir: config.json, TensorBoard logs
 (tensorboard/, with BN diagnostics), checkpoints/best.keras, metrics.csv and
-final_metrics.json. Stop it at any time; the same command resumes from the
-last completed epoch.
+final_metrics.json, then bn_doctor.json (the BN doctor on the final model). Stop it at
+any time; the same command resumes from the last completed epoch.
 
     python experiments/train.py --model=lenet --bn=custom --epochs=10 \\
         --data_dir=../shared/datasets/tensorflow_datasets --workdir=runs/lenet_custom
@@ -23,7 +23,7 @@ cli.quiet_tensorflow()
 from absl import flags  # noqa: E402
 
 from bn_keras.errors import UserError  # noqa: E402
-from bn_keras.train import averaging, training, workdir  # noqa: E402
+from bn_keras.train import averaging, checkup, training, workdir  # noqa: E402
 from bn_keras.train import config as config_lib  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -61,6 +61,9 @@ def main(argv: list[str]) -> None:
     print(f"test accuracy {result.test_accuracy:.4f}, test loss {result.test_loss:.4f}, "
           f"{result.train_images_per_second:.0f} training images/s; "
           f"results in {config.workdir} (tensorboard --logdir={config.workdir}/tensorboard)")
+    doctor = checkup.write_run_checkup(config.workdir)  # a copy of final.keras; capped data
+    if doctor:
+        print(f"BN doctor ({doctor.seconds:.1f} s): {doctor.diagnosis.summary()}")
 
 
 def describe_saved() -> str:

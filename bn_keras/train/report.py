@@ -18,7 +18,7 @@ import numpy as np
 
 from bn_keras import atomic, environment, plotting, tables
 from bn_keras.errors import NotFound
-from bn_keras.train import averaging
+from bn_keras.train import averaging, checkup
 from bn_keras.train.results import RunResult
 from bn_keras.train.workdir import Workdir
 
@@ -76,7 +76,7 @@ def write(workdir: str, output_dir: str, name: str, command: str,
         "Per epoch (test accuracy evaluated after every epoch, not used for any choice):\n\n")
     md, _ = tables.write_table(rows, COLUMNS, output_dir, name, preamble,
                                postscript=f"\n![{os.path.basename(png)}]({os.path.basename(png)})\n"
-                               + _serving_text(export))
+                               + _serving_text(export) + _doctor_text(workdir))
     atomic.write_json(os.path.join(output_dir, f"{name}.json"), {
         "command": command, "finished": final is not None, "epochs": len(history),
         "test_accuracy": final.test_accuracy if final else history[-1].get("test_accuracy"),
@@ -107,6 +107,21 @@ def _serving_text(export: dict[str, Any] | None) -> str:
             "`experiments/export.py` (BN folded into the layer before it, checked against "
             f"the unfolded model, then served from a fresh process).{kept}\n\n"
             + tables.markdown_table(rows, list(rows[0])))
+
+
+def _doctor_text(workdir: str) -> str:
+    """The BN doctor's checkup of the final model (workdir/bn_doctor.json), if written."""
+    found = checkup.read_run_checkup(workdir)
+    if found is None:
+        return ""
+    diagnosis = found.diagnosis
+    text = (f"\n## BN doctor\n\n`experiments/diagnose_bn.py` on the final model, as "
+            f"`experiments/train.py` ran it at the end ({found.seconds:.1f} s; "
+            f"{found.data or 'no data'}): {diagnosis.summary()}\n")
+    if diagnosis.findings:
+        text += "\n" + tables.markdown_table(diagnosis.rows(), ["severity", "check", "layers",
+                                                                "problem", "cost"])
+    return text
 
 
 def _variants_text(final: RunResult | None) -> str:

@@ -11,6 +11,7 @@
       tensorboard/             train/, validation/, bn_diagnostics/ event files
       checkpoints/best.keras   the model with the best validation accuracy
       final.keras, final_metrics.json   written last: final_metrics.json marks a finished run
+      bn_doctor.json           the BN doctor on final.keras (experiments/train.py)
       .workers/                scratch space of other workers of a multi-worker run
 
 An epoch is committed by writing its state into a temporary directory and

@@ -97,7 +97,8 @@ def test_output_is_one_line_per_epoch_and_no_tensorflow_chatter(reference):
     lines = out.splitlines()
     assert lines[0].startswith("starting: model=lenet bn=custom")
     assert [line.split(":")[0] for line in lines[1:4]] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
-    assert lines[4].startswith("test accuracy ") and len(lines) == 5
+    assert lines[4].startswith("test accuracy ") and lines[5].startswith("BN doctor (")
+    assert len(lines) == 6
     assert "\x1b" not in out and "\r" not in out  # no progress bar in a log file
     for noise in ("I0000", "W0000", "E0000", "oneDNN", "cuInit", "absl::InitializeLog"):
         assert noise not in err, (noise, err)
