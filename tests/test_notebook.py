@@ -114,3 +114,10 @@ def test_the_stored_notebook_shows_what_the_reports_hold():
         stored = ["".join(output["data"]["text/markdown"]) for output in cell["outputs"]
                   if "text/markdown" in output.get("data", {})]
         assert stored == _shown(cell), "".join(cell["source"])[:200]
+
+
+@pytest.mark.slow
+@needs_docs
+def test_the_doctor_finds_the_tutorials_mistake_in_one_line(executed):
+    line = next(line for line in executed.splitlines() if line.startswith("lenet_tutorial: "))
+    assert "error: bn1, bn2: never called by the forward pass" in line
