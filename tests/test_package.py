@@ -2,7 +2,10 @@
 
 import json
 
+import pytest
 
+
+@pytest.mark.slow  # starts a process
 def test_subpackages_and_names_are_reachable_without_importing_them_first(scripts):
     code = ("import json, sys, bn_keras; "
             "before = 'tensorflow' in sys.modules or 'keras' in sys.modules; "
@@ -25,8 +28,6 @@ def test_subpackages_and_names_are_reachable_without_importing_them_first(script
 
 
 def test_a_name_that_does_not_exist_raises_attribute_error():
-    import pytest
-
     import bn_keras
 
     with pytest.raises(AttributeError, match="has no attribute 'layerz'"):

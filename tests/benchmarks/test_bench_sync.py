@@ -30,6 +30,7 @@ def test_smoke_prints_every_setup_and_the_cost(scripts, backend):
     assert cost[0][1].startswith("-") if backend == "jax" else cost[0][1].startswith(("+", "-"))
 
 
+@pytest.mark.slow  # starts a process
 def test_an_odd_global_batch_is_refused_in_one_line(scripts):
     proc = scripts.run("benchmarks/bench_sync", "--batch_size=7", "--backends=tensorflow",
                        timeout=120)
