@@ -23,6 +23,7 @@ from bn_keras import models
 from bn_keras.data.cifar import MEAN, STD
 from bn_keras.layers.batch_normalization import BatchNormalization
 from bn_keras.layers.freezing import freeze_batch_norm
+from bn_keras.precision import dtype_policy
 
 NUM_CLASSES = 10
 # The networks' inputs: LeNet CIFAR-10's images, the tiny one synthetic_data's.
@@ -203,12 +204,8 @@ def nan_statistics(data: TrainingData, size: str) -> keras.Model:
     """Trained under mixed_float16, then one training-mode batch whose activations overflow
     float16 (65,504): its statistics enter the moving averages as inf/NaN, and stay there
     (pytorch/pytorch#88474)."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_float16")
-    try:
+    with dtype_policy("mixed_float16"):
         model = _fit(network(size, "keras", name="nan_statistics"), data)
-    finally:
-        keras.config.set_dtype_policy(previous)
     x, _ = next(iter(data.batches(128)))
     model(x * 1e6, training=True)  # one batch whose activations overflow float16
     return model

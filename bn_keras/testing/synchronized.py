@@ -449,12 +449,18 @@ def jax_fit(bn: str, replicas: int, devices: Sequence[Any] | None = None
     distribution = (keras.distribution.DataParallel(devices=list(devices)) if devices
                     else None)
     with distribution.scope() if distribution else contextlib.nullcontext():
-        model = lenet(bn)
-        model.set_weights(initial)
-        model.compile(keras.optimizers.SGD(LEARNING_RATE, momentum=SGD_MOMENTUM),
-                      keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model = _compiled_lenet(bn, initial)
         model.fit(x, y, batch_size=TRAIN_BATCH, epochs=1, shuffle=False, verbose=0)
     return model_weights(model, _shards if devices else None)
+
+
+def _compiled_lenet(bn: str, initial: list[np.ndarray]) -> keras.Model:
+    """`lenet(bn)` holding the weights `initial`, compiled for the proof's SGD steps."""
+    model = lenet(bn)
+    model.set_weights(initial)
+    model.compile(keras.optimizers.SGD(LEARNING_RATE, momentum=SGD_MOMENTUM),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
 
 
 def tensorflow_fit(bn: str, replicas: int, strategy=None) -> dict[str, list[np.ndarray]]:
@@ -463,10 +469,7 @@ def tensorflow_fit(bn: str, replicas: int, strategy=None) -> dict[str, list[np.n
     x, y = lenet_batches(replicas)
     initial = lenet(bn).get_weights()
     with strategy.scope() if strategy else contextlib.nullcontext():
-        model = lenet(bn)
-        model.set_weights(initial)
-        model.compile(keras.optimizers.SGD(LEARNING_RATE, momentum=SGD_MOMENTUM),
-                      keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model = _compiled_lenet(bn, initial)
     model.fit(x, y, batch_size=TRAIN_BATCH, epochs=1, shuffle=False, verbose=0)
     if strategy is None:
         return model_weights(model)

@@ -39,6 +39,7 @@ from bn_keras.layers.batch_normalization import BatchNormalization, batch_norm_l
 from bn_keras.layers.folding import fold_batch_norm, fold_report
 from bn_keras.layers.freezing import freeze_batch_norm
 from bn_keras.layers.recalibration import recalibrate_batch_norm
+from bn_keras.precision import dtype_policy
 from bn_keras.testing.equivalence import scaled_difference
 
 BN_CLASSES = {"ours": BatchNormalization, "keras": keras.layers.BatchNormalization}
@@ -229,16 +230,6 @@ def grid_for(bn: str) -> list[ToolCase]:
 
 
 # ---------------------------------------------------------------------------- data
-@contextlib.contextmanager
-def dtype_policy(name: str) -> Iterator[None]:
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
 def build(case: ToolCase, bn: str, seed: int = 0) -> keras.Model:
     """The case's model with random weights and BN statistics away from their defaults."""
     keras.utils.set_random_seed(seed)

@@ -17,7 +17,6 @@ import dataclasses
 import logging
 import statistics
 import time
-from collections.abc import Iterator
 
 import keras
 import tensorflow as tf
@@ -28,6 +27,7 @@ from bn_keras.data.pipelines import Pipelines
 from bn_keras.data.sources import Examples
 from bn_keras.errors import InvalidSetting
 from bn_keras.layers import batch_norm_layers
+from bn_keras.precision import dtype_policy
 from bn_keras.train import averaging, callbacks, distribute
 from bn_keras.train.config import TrainConfig
 from bn_keras.train.events import SummaryWriters
@@ -52,18 +52,6 @@ def set_seed(seed: int, deterministic: bool, xla: bool = False) -> None:
         tf.config.experimental.enable_op_determinism()
     else:  # it may be left on by an earlier run in this process
         keras_compat.disable_op_determinism()
-
-
-@contextlib.contextmanager
-def dtype_policy(name: str) -> Iterator[None]:
-    """Keras' global dtype policy (float32, mixed_float16, mixed_bfloat16) for the models
-    built inside; the previous one afterwards."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 def load_splits(config: TrainConfig, num_replicas: int = 1) -> dict[str, Examples]:

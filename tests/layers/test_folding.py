@@ -149,7 +149,7 @@ def test_a_string_or_an_unbuilt_sequential_is_refused_in_one_line():
 def test_mixed_precision_folds_in_float32_for_serving():
     """Under mixed_bfloat16 the folded conv rounds W * a to bfloat16; built in float32
     (dtype="float32") it matches the unfolded model computed in float32."""
-    from bn_keras.testing.tools_grid import dtype_policy
+    from bn_keras.precision import dtype_policy
 
     with dtype_policy("mixed_bfloat16"):
         model = models.lenet_cifar("custom")

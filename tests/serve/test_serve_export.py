@@ -185,16 +185,13 @@ def test_a_mixed_bfloat16_model_exports_folded_and_served_in_float32(tmp_path, l
     """A run trained under mixed_bfloat16 (the ResNet-20 recipe's precision) exports with BN
     folded: the serving model computes in float32, the fold is checked there within 1e-4,
     and the report gives the test accuracy in both precisions."""
-    from bn_keras.testing.tools_grid import dtype_policy
+    from bn_keras.precision import dtype_policy
+    from bn_keras.testing import bn_tools
 
     keras.utils.set_random_seed(0)
     with dtype_policy("mixed_bfloat16"):
         model = models.lenet_cifar("custom", momentum=0.9)
-    rng = np.random.default_rng(0)
-    for layer in model.layers:
-        if layer.name.endswith("_bn"):
-            layer.set_weights([rng.uniform(0.5, 2.0, w.shape).astype(np.float32)
-                               for w in layer.get_weights()])
+    bn_tools.randomize_batch_norm(model)
     path = str(tmp_path / "bf16.keras")
     model.save(path)
     script = load_script("experiments/export")
