@@ -204,19 +204,20 @@ def write_run_checkup(workdir: str, calibration_examples: int = RUN_CALIBRATION_
     """The doctor on a finished run's final model (a copy, loaded from final.keras: the
     run's files stay as they are), with its data capped; written as workdir/bn_doctor.json.
     None in a non-chief worker of a multi-worker run (the chief writes the workdir)."""
+    recorded = Workdir(workdir).read_config() or {}
+    if not _chief_process(recorded.get("strategy")):
+        return None  # before looking for final.keras: the chief may still be writing it
     model_path, config, replicas = run_inputs(workdir)
-    if not _chief_process(config):
-        return None
     data = run_data(config, calibration_examples, evaluation_examples)
     checkup, _ = examine(model_path, data, config.batch_size, replicas)
     atomic.write_json(os.path.join(workdir, DOCTOR_FILE), checkup.to_json())
     return checkup
 
 
-def _chief_process(config: TrainConfig) -> bool:
+def _chief_process(strategy: str | None) -> bool:
     """False in a non-chief worker of a multi-worker run (by $TF_CONFIG, as
     bn_keras.train.distribute.is_chief decides)."""
-    if config.strategy != "multi_worker_mirrored":
+    if strategy != "multi_worker_mirrored":
         return True
     tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
     task = tf_config.get("task", {})

@@ -61,3 +61,18 @@ def test_the_checkup_reads_back_from_json(run):
                                       evaluation_examples=64)
     value = json.loads(json.dumps(found.to_json()))
     assert checkup.Checkup.from_json(value) == found
+
+
+def test_a_non_chief_worker_does_not_wait_for_the_chiefs_final_model(tmp_path, monkeypatch):
+    """A non-chief worker ends its run while the chief may still be writing final.keras:
+    it writes no checkup and never looks for one (CI once caught the race)."""
+    atomic.write_json(str(tmp_path / "config.json"),
+                      {"model": "lenet", "strategy": "multi_worker_mirrored"})
+    cluster = {"worker": ["localhost:1", "localhost:2"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster,
+                                                "task": {"type": "worker", "index": 1}}))
+    assert checkup.write_run_checkup(str(tmp_path)) is None
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster,
+                                                "task": {"type": "worker", "index": 0}}))
+    with pytest.raises(NotFound, match="no finished training run"):  # the chief does look
+        checkup.write_run_checkup(str(tmp_path))
