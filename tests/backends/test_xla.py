@@ -70,6 +70,7 @@ class RecordsJit(keras.callbacks.Callback):
 
 
 @pytest.mark.slow
+@pytest.mark.proof  # a grid of models and BN modes, each compiled by XLA
 @pytest.mark.parametrize("overrides", [
     dict(model="lenet", bn="custom"), dict(model="lenet", bn="keras"),
     dict(model="lenet", bn="none"), dict(model="resnet20", bn="custom", batch_size=8),

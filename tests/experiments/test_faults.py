@@ -283,6 +283,8 @@ def _alive_with(text):
     return found
 
 
+@pytest.mark.multiprocess
+@pytest.mark.proof  # three launches of two workers
 def test_the_launcher_forwards_signals_waits_for_its_workers_and_resumes(tmp_path, scripts,
                                                                          wait_for):
     workdir = tmp_path / "mw"

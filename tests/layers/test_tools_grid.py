@@ -9,7 +9,8 @@ from bn_keras.testing import tools_grid
 
 CASES = [(case, bn) for bn in tools_grid.BN_CLASSES for case in tools_grid.grid_for(bn)]
 
-pytestmark = pytest.mark.slow  # 57 models folded, re-estimated twice and frozen: ~40 s
+# 57 models folded, re-estimated twice and frozen: ~40 s; a grid, so CI's second stage
+pytestmark = [pytest.mark.slow, pytest.mark.proof]
 
 
 @pytest.mark.parametrize("case,bn", CASES, ids=[f"{bn}: {case.name}" for case, bn in CASES])

@@ -10,7 +10,7 @@ import pytest
 
 from bn_keras.layers import BatchNormalization
 
-pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
+pytestmark = [pytest.mark.multiprocess, pytest.mark.slow, pytest.mark.proof]
 
 
 def _train_args(workdir, epochs):
@@ -37,8 +37,8 @@ def test_two_workers_train_identical_weights_and_only_the_chief_writes(tmp_path,
     # Worker 1 wrote to private scratch space inside the workdir, removed at the end;
     # nothing went to the system's temporary directory.
     assert sorted(os.listdir(workdir)) == sorted(
-        [".lock", "backup", "checkpoints", "config.json", "final.keras",
-         "final_metrics.json", "metrics.csv", "tensorboard"])
+        [".lock", "backup", "bn_doctor.json", "checkpoints", "config.json", "final.keras",
+         "final_metrics.json", "metrics.csv", "tensorboard"])  # the chief's BN checkup
     assert os.listdir(scratch) == []
     with open(workdir / "final_metrics.json") as f:
         assert json.load(f)["workers_agree"] is True  # identical weights, compared at the end
