@@ -79,7 +79,7 @@ def _run_probe(scripts, backend, request, directory):
 
 
 @pytest.fixture(scope="module", params=[
-    pytest.param("tensorflow"),
+    pytest.param("tensorflow", marks=pytest.mark.proof),  # multi-process: CI's 2nd stage
     pytest.param("jax", marks=extra_marks("backends", "jax")),
     pytest.param("torch", marks=extra_marks("backends", "torch")),
 ])

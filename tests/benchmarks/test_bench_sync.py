@@ -12,7 +12,7 @@ ROWS = {"tensorflow": ["one device", "per replica", "synchronized"],
 @pytest.mark.slow
 @pytest.mark.multiprocess
 @pytest.mark.parametrize("backend", [
-    pytest.param("tensorflow"),
+    pytest.param("tensorflow", marks=pytest.mark.proof),  # multi-process: CI's 2nd stage
     pytest.param("jax", marks=extra_marks("backends", "jax")),
     pytest.param("torch", marks=extra_marks("backends", "torch")),
 ])
