@@ -188,9 +188,13 @@ def examine(model_path: str, data: DoctorData | None = None, batch_size: int | N
 def run_inputs(workdir: str) -> tuple[str, TrainConfig, int]:
     """A finished run's final model path, configuration and replicas."""
     w = Workdir(workdir)
-    config = w.read_config()
+    return _run_inputs(w, w.read_config())
+
+
+def _run_inputs(w: Workdir, config: dict[str, Any] | None) -> tuple[str, TrainConfig, int]:
+    """`run_inputs` from the workdir's recorded configuration, already read."""
     if config is None or not os.path.isfile(w.final_model):
-        raise NotFound(f"{workdir!r} holds no finished training run (config.json and "
+        raise NotFound(f"{w.path!r} holds no finished training run (config.json and "
                        "final.keras): is it a training work directory, and has its run "
                        "finished?")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -204,10 +208,11 @@ def write_run_checkup(workdir: str, calibration_examples: int = RUN_CALIBRATION_
     """The doctor on a finished run's final model (a copy, loaded from final.keras: the
     run's files stay as they are), with its data capped; written as workdir/bn_doctor.json.
     None in a non-chief worker of a multi-worker run (the chief writes the workdir)."""
-    recorded = Workdir(workdir).read_config() or {}
-    if not _chief_process(recorded.get("strategy")):
+    w = Workdir(workdir)
+    recorded = w.read_config()
+    if not _chief_process((recorded or {}).get("strategy")):
         return None  # before looking for final.keras: the chief may still be writing it
-    model_path, config, replicas = run_inputs(workdir)
+    model_path, config, replicas = _run_inputs(w, recorded)
     data = run_data(config, calibration_examples, evaluation_examples)
     checkup, _ = examine(model_path, data, config.batch_size, replicas)
     atomic.write_json(os.path.join(workdir, DOCTOR_FILE), checkup.to_json())
